@@ -1,0 +1,32 @@
+# maitre: the two README commands are `make run` and `make test`.
+VENV := .venv
+PY := $(VENV)/bin/python
+
+.PHONY: setup run test lint test-rust test-python bench clean
+
+setup:
+	bash scripts/setup.sh
+
+# Serve the demo app on http://127.0.0.1:8080
+run: setup
+	$(VENV)/bin/maitre-serve --listen=127.0.0.1:8080 maitre.demo:app
+
+lint:
+	cargo fmt --all -- --check
+	cargo clippy --all-targets -- -D warnings
+	cargo clippy --all-targets --features python -- -D warnings
+	$(VENV)/bin/ruff check python tests bench scripts
+
+test-rust:
+	cargo test --quiet
+
+test-python:
+	$(PY) -m pytest -q -p no:cacheprovider tests
+
+test: setup lint test-rust test-python
+
+bench: setup
+	$(PY) bench/run.py
+
+clean:
+	rm -rf target $(VENV) .waitress
