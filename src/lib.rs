@@ -2,7 +2,32 @@
 //!
 //! Layout:
 //! - [`http`]: sans-IO HTTP/1.x (parsing, body decoding, error responses). No sockets, no Python.
-//! - `server`, `reactor`, `channel`, `dispatch`, `wsgi`: the event loop, connections, the Python
-//!   worker pool and the WSGI glue (built with the `python` feature).
+//! - [`channel`]: one connection's shared state and output path.
+//! - [`reactor`]: the event loop (accept, read, parse, write, close, limits, timeouts).
+//! - `dispatch`, `wsgi`, `server` (with the `python` feature): the worker pool, the WSGI glue and
+//!   the `maitre._core.Engine` class.
 
+pub mod channel;
 pub mod http;
+pub mod reactor;
+
+#[cfg(feature = "python")]
+pub mod dispatch;
+#[cfg(feature = "python")]
+pub mod server;
+#[cfg(feature = "python")]
+pub mod wsgi;
+
+#[cfg(feature = "python")]
+mod module {
+    use pyo3::prelude::*;
+
+    #[pymodule]
+    fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
+        m.add_class::<crate::server::Engine>()?;
+        m.add_class::<crate::wsgi::file_wrapper::FileWrapper>()?;
+        m.add_class::<crate::wsgi::input::InputStream>()?;
+        m.add("ClientDisconnected", m.py().get_type::<crate::wsgi::ClientDisconnected>())?;
+        Ok(())
+    }
+}

@@ -10,7 +10,9 @@ pub mod reader;
 pub mod request;
 pub mod uri;
 
-pub use error::HttpError;
+pub use body::Body;
+pub use date::{http_date, HttpDate};
+pub use error::{error_response, reason_phrase, HttpError};
 pub use reader::{Event, RequestReader};
 pub use request::{Header, Request, RequestHead};
 

@@ -1,9 +1,12 @@
-//! A parsed request head and a complete request (head + buffered body).
+//! A parsed request head and a complete request (head + buffered body), and the head parser
+//! with Waitress's strictness.
 
 use std::borrow::Cow;
+use std::collections::HashMap;
 
 use super::body::Body;
-use super::Version;
+use super::uri;
+use super::{HttpError, Version};
 
 /// One request header as the WSGI environ names it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -45,9 +48,516 @@ pub struct RequestHead {
     pub force_close: bool,
 }
 
+impl RequestHead {
+    /// The value of the header with environ key `key` (e.g. `HTTP_HOST`, `CONTENT_TYPE`).
+    pub fn header(&self, key: &str) -> Option<&[u8]> {
+        self.headers
+            .iter()
+            .find(|h| h.key == key)
+            .map(|h| h.value.as_slice())
+    }
+}
+
 /// A complete request: head and the whole body.
 #[derive(Debug)]
 pub struct Request {
     pub head: RequestHead,
     pub body: Body,
+}
+
+/// How the body of a parsed head is delimited.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Framing {
+    /// No body.
+    None,
+    /// Exactly this many bytes (> 0).
+    Length(u64),
+    /// `Transfer-Encoding: chunked` (HTTP/1.1 only).
+    Chunked,
+}
+
+/// Python's `bytes.isspace()` set, used by Waitress's `lstrip()`/`rstrip()`.
+pub(crate) fn is_py_space(b: u8) -> bool {
+    matches!(b, b' ' | b'\t' | b'\n' | b'\r' | 0x0b | 0x0c)
+}
+
+/// RFC 7230 `tchar`.
+pub(crate) fn is_tchar(b: u8) -> bool {
+    b.is_ascii_alphanumeric()
+        || matches!(
+            b,
+            b'!' | b'#' | b'$' | b'%' | b'&' | b'\'' | b'*' | b'+' | b'-' | b'.' | b'^' | b'_' | b'`' | b'|' | b'~'
+        )
+}
+
+/// Bytes as latin-1 text (how Waitress renders raw lines in its error details).
+pub(crate) fn latin1(bytes: &[u8]) -> String {
+    bytes.iter().map(|&b| b as char).collect()
+}
+
+fn find_crlf(s: &[u8], from: usize) -> Option<usize> {
+    let mut i = from;
+    while i + 1 < s.len() {
+        match s[i + 1..].iter().position(|&b| b == b'\n') {
+            None => return None,
+            Some(off) => {
+                let lf = i + 1 + off;
+                if s[lf - 1] == b'\r' {
+                    return Some(lf - 1);
+                }
+                i = lf;
+            }
+        }
+    }
+    None
+}
+
+/// Splits on `\r\n` exactly as Python's `bytes.split(b"\r\n")`.
+struct CrlfLines<'a> {
+    rest: Option<&'a [u8]>,
+}
+
+impl<'a> Iterator for CrlfLines<'a> {
+    type Item = &'a [u8];
+    fn next(&mut self) -> Option<&'a [u8]> {
+        let s = self.rest?;
+        match find_crlf(s, 0) {
+            Some(i) => {
+                self.rest = Some(&s[i + 2..]);
+                Some(&s[..i])
+            }
+            None => {
+                self.rest = None;
+                Some(s)
+            }
+        }
+    }
+}
+
+fn lines(s: &[u8]) -> CrlfLines<'_> {
+    CrlfLines { rest: Some(s) }
+}
+
+fn trim_ows(mut v: &[u8]) -> &[u8] {
+    while let [b' ' | b'\t', rest @ ..] = v {
+        v = rest;
+    }
+    while let [rest @ .., b' ' | b'\t'] = v {
+        v = rest;
+    }
+    v
+}
+
+/// `^token:OWS field-value OWS$` with field-value made of VCHAR/obs-text separated by SP/HTAB:
+/// `(name, value stripped of SP/HTAB)`.
+fn match_field(line: &[u8]) -> Option<(&[u8], &[u8])> {
+    let n = line.iter().take_while(|&&b| is_tchar(b)).count();
+    if n == 0 || line.get(n) != Some(&b':') {
+        return None;
+    }
+    let rest = &line[n + 1..];
+    if rest
+        .iter()
+        .all(|&b| b == b' ' || b == b'\t' || (0x21..=0x7e).contains(&b) || b >= 0x80)
+    {
+        Some((&line[..n], trim_ows(rest)))
+    } else {
+        None
+    }
+}
+
+/// The environ key of a header whose name upper-cased with `-`→`_` is `norm`, when it is one of
+/// the common ones.
+fn static_key(norm: &[u8]) -> Option<&'static str> {
+    Some(match norm {
+        b"HOST" => "HTTP_HOST",
+        b"USER_AGENT" => "HTTP_USER_AGENT",
+        b"ACCEPT" => "HTTP_ACCEPT",
+        b"ACCEPT_ENCODING" => "HTTP_ACCEPT_ENCODING",
+        b"ACCEPT_LANGUAGE" => "HTTP_ACCEPT_LANGUAGE",
+        b"ACCEPT_CHARSET" => "HTTP_ACCEPT_CHARSET",
+        b"CONNECTION" => "HTTP_CONNECTION",
+        b"KEEP_ALIVE" => "HTTP_KEEP_ALIVE",
+        b"CONTENT_TYPE" => "CONTENT_TYPE",
+        b"CONTENT_LENGTH" => "CONTENT_LENGTH",
+        b"CONTENT_ENCODING" => "HTTP_CONTENT_ENCODING",
+        b"TRANSFER_ENCODING" => "HTTP_TRANSFER_ENCODING",
+        b"TE" => "HTTP_TE",
+        b"EXPECT" => "HTTP_EXPECT",
+        b"COOKIE" => "HTTP_COOKIE",
+        b"REFERER" => "HTTP_REFERER",
+        b"CACHE_CONTROL" => "HTTP_CACHE_CONTROL",
+        b"PRAGMA" => "HTTP_PRAGMA",
+        b"UPGRADE" => "HTTP_UPGRADE",
+        b"UPGRADE_INSECURE_REQUESTS" => "HTTP_UPGRADE_INSECURE_REQUESTS",
+        b"ORIGIN" => "HTTP_ORIGIN",
+        b"AUTHORIZATION" => "HTTP_AUTHORIZATION",
+        b"PROXY_AUTHORIZATION" => "HTTP_PROXY_AUTHORIZATION",
+        b"FORWARDED" => "HTTP_FORWARDED",
+        b"X_FORWARDED_FOR" => "HTTP_X_FORWARDED_FOR",
+        b"X_FORWARDED_HOST" => "HTTP_X_FORWARDED_HOST",
+        b"X_FORWARDED_PROTO" => "HTTP_X_FORWARDED_PROTO",
+        b"X_FORWARDED_PORT" => "HTTP_X_FORWARDED_PORT",
+        b"X_FORWARDED_BY" => "HTTP_X_FORWARDED_BY",
+        b"X_REAL_IP" => "HTTP_X_REAL_IP",
+        b"X_REQUESTED_WITH" => "HTTP_X_REQUESTED_WITH",
+        b"X_REQUEST_ID" => "HTTP_X_REQUEST_ID",
+        b"X_CSRFTOKEN" => "HTTP_X_CSRFTOKEN",
+        b"X_CSRF_TOKEN" => "HTTP_X_CSRF_TOKEN",
+        b"IF_MODIFIED_SINCE" => "HTTP_IF_MODIFIED_SINCE",
+        b"IF_NONE_MATCH" => "HTTP_IF_NONE_MATCH",
+        b"IF_MATCH" => "HTTP_IF_MATCH",
+        b"IF_UNMODIFIED_SINCE" => "HTTP_IF_UNMODIFIED_SINCE",
+        b"IF_RANGE" => "HTTP_IF_RANGE",
+        b"RANGE" => "HTTP_RANGE",
+        b"DNT" => "HTTP_DNT",
+        b"VIA" => "HTTP_VIA",
+        b"DATE" => "HTTP_DATE",
+        b"SEC_FETCH_DEST" => "HTTP_SEC_FETCH_DEST",
+        b"SEC_FETCH_MODE" => "HTTP_SEC_FETCH_MODE",
+        b"SEC_FETCH_SITE" => "HTTP_SEC_FETCH_SITE",
+        b"SEC_FETCH_USER" => "HTTP_SEC_FETCH_USER",
+        b"SEC_CH_UA" => "HTTP_SEC_CH_UA",
+        b"SEC_CH_UA_MOBILE" => "HTTP_SEC_CH_UA_MOBILE",
+        b"SEC_CH_UA_PLATFORM" => "HTTP_SEC_CH_UA_PLATFORM",
+        b"SEC_WEBSOCKET_KEY" => "HTTP_SEC_WEBSOCKET_KEY",
+        b"SEC_WEBSOCKET_VERSION" => "HTTP_SEC_WEBSOCKET_VERSION",
+        b"PRIORITY" => "HTTP_PRIORITY",
+        _ => return None,
+    })
+}
+
+/// The environ key for a header name (a token without `_`).
+fn env_key(name: &[u8]) -> Cow<'static, str> {
+    let mut buf = [0u8; 32];
+    let norm = |b: u8| if b == b'-' { b'_' } else { b.to_ascii_uppercase() };
+    if name.len() <= buf.len() {
+        for (d, &s) in buf.iter_mut().zip(name) {
+            *d = norm(s);
+        }
+        if let Some(k) = static_key(&buf[..name.len()]) {
+            return Cow::Borrowed(k);
+        }
+    }
+    let mut key = String::with_capacity(name.len() + 5);
+    key.push_str("HTTP_");
+    key.extend(name.iter().map(|&b| norm(b) as char));
+    Cow::Owned(key)
+}
+
+/// Header storage during parsing: a Vec, with a hash index once there are many headers so that
+/// a head of thousands of tiny headers stays linear.
+struct HeaderSet {
+    headers: Vec<Header>,
+    index: Option<HashMap<String, usize>>,
+}
+
+const INDEX_THRESHOLD: usize = 24;
+
+impl HeaderSet {
+    fn find(&self, key: &str) -> Option<usize> {
+        match &self.index {
+            Some(map) => map.get(key).copied(),
+            None => self.headers.iter().position(|h| h.key == key),
+        }
+    }
+
+    fn push(&mut self, header: Header) {
+        if let Some(map) = &mut self.index {
+            map.insert(header.key.to_string(), self.headers.len());
+        }
+        self.headers.push(header);
+        if self.index.is_none() && self.headers.len() > INDEX_THRESHOLD {
+            let map = self
+                .headers
+                .iter()
+                .enumerate()
+                .map(|(i, h)| (h.key.to_string(), i))
+                .collect();
+            self.index = Some(map);
+        }
+    }
+}
+
+fn remove_header(headers: &mut Vec<Header>, key: &str) -> Option<Vec<u8>> {
+    let i = headers.iter().position(|h| h.key == key)?;
+    Some(headers.remove(i).value)
+}
+
+/// Parses a request head: `block` starts at the request line (leading whitespace already
+/// skipped) and ends with the `\r\n\r\n` terminator. Checks run in Waitress's order: bare CR/LF
+/// in the request line, header-line splitting, each header field (and duplicates), the request
+/// line, the target, Transfer-Encoding (1.1), Content-Length, and the body-size limit.
+pub(crate) fn parse_head(block: &[u8], max_body: u64) -> Result<(RequestHead, Framing), HttpError> {
+    let v10 = Version::Http10;
+    let idx = find_crlf(block, 0)
+        .ok_or_else(|| HttpError::bad_request("HTTP message header invalid", v10))?;
+    let mut first_line = &block[..idx];
+    while let [rest @ .., last] = first_line {
+        if !is_py_space(*last) {
+            break;
+        }
+        first_line = rest;
+    }
+    if first_line.iter().any(|&b| b == b'\r' || b == b'\n') {
+        return Err(HttpError::bad_request("Bare CR or LF found in HTTP message", v10));
+    }
+    let fields = &block[idx + 2..];
+
+    // Pass 1 (Waitress's get_header_lines): bare CR/LF and a leading continuation line.
+    let mut have_line = false;
+    for line in lines(fields) {
+        if line.is_empty() {
+            continue;
+        }
+        if line.iter().any(|&b| b == b'\r' || b == b'\n') {
+            let detail = format!("Bare CR or LF found in header line \"{}\"", latin1(line));
+            return Err(HttpError::bad_request(detail, v10));
+        }
+        if line[0] == b' ' || line[0] == b'\t' {
+            if !have_line {
+                let detail = format!("Malformed header line \"{}\"", latin1(line));
+                return Err(HttpError::bad_request(detail, v10));
+            }
+        } else {
+            have_line = true;
+        }
+    }
+
+    // Pass 2: logical lines (obs-fold joined, leading whitespace kept), matched and stored.
+    let mut set = HeaderSet {
+        headers: Vec::with_capacity(16),
+        index: None,
+    };
+    let mut current: Option<Cow<'_, [u8]>> = None;
+    for line in lines(fields) {
+        if line.is_empty() {
+            continue;
+        }
+        if line[0] == b' ' || line[0] == b'\t' {
+            if let Some(cur) = &mut current {
+                cur.to_mut().extend_from_slice(line);
+            }
+            continue;
+        }
+        if let Some(prev) = current.replace(Cow::Borrowed(line)) {
+            add_field(&mut set, &prev)?;
+        }
+    }
+    if let Some(prev) = current {
+        add_field(&mut set, &prev)?;
+    }
+    let mut headers = set.headers;
+
+    let (method, target, version_bytes) = crack_request_line(first_line)?;
+    let is_11 = version_bytes == Some(b"1.1".as_slice());
+    let version = if is_11 { Version::Http11 } else { Version::Http10 };
+    let (path, query) = uri::split_target(target)
+        .map_err(|_| HttpError::bad_request("Bad URI", version))?;
+
+    let connection = headers
+        .iter()
+        .find(|h| h.key == "HTTP_CONNECTION")
+        .map(|h| h.value.as_slice())
+        .unwrap_or(b"");
+    let connection_close = connection.eq_ignore_ascii_case(b"close");
+    let connection_keep_alive = connection.eq_ignore_ascii_case(b"keep-alive");
+
+    let mut chunked = false;
+    let mut expect_continue = false;
+    let mut force_close = false;
+    if is_11 {
+        if let Some(te) = remove_header(&mut headers, "HTTP_TRANSFER_ENCODING") {
+            let mut n_chunked = 0usize;
+            for coding in te.split(|&b| b == b',').filter(|c| !c.is_empty()) {
+                if !trim_ows(coding).eq_ignore_ascii_case(b"chunked") {
+                    return Err(HttpError::new(
+                        501,
+                        "Transfer-Encoding requested is not supported.",
+                        version,
+                    ));
+                }
+                n_chunked += 1;
+            }
+            if n_chunked > 1 {
+                return Err(HttpError::new(
+                    501,
+                    "Transfer-Encoding is invalid. Multiple chunked encodings requested.",
+                    version,
+                ));
+            }
+            chunked = n_chunked == 1;
+        }
+        expect_continue = headers
+            .iter()
+            .find(|h| h.key == "HTTP_EXPECT")
+            .is_some_and(|h| h.value.eq_ignore_ascii_case(b"100-continue"));
+    }
+
+    let framing = if chunked {
+        if remove_header(&mut headers, "CONTENT_LENGTH").is_some() {
+            force_close = true;
+        }
+        Framing::Chunked
+    } else {
+        let cl = headers
+            .iter()
+            .find(|h| h.key == "CONTENT_LENGTH")
+            .map(|h| h.value.as_slice())
+            .unwrap_or(b"0");
+        if cl.is_empty() || !cl.iter().all(u8::is_ascii_digit) {
+            return Err(HttpError::bad_request("Content-Length is invalid", version));
+        }
+        let cl = cl.iter().fold(0u64, |n, &d| {
+            n.saturating_mul(10).saturating_add(u64::from(d - b'0'))
+        });
+        if cl == 0 {
+            Framing::None
+        } else if cl >= max_body {
+            return Err(HttpError::new(
+                413,
+                format!("exceeds max_body of {max_body}"),
+                version,
+            ));
+        } else {
+            Framing::Length(cl)
+        }
+    };
+
+    let head = RequestHead {
+        method: latin1(method),
+        version,
+        request_uri: target.to_vec(),
+        path,
+        query,
+        headers,
+        connection_close,
+        connection_keep_alive,
+        expect_continue,
+        force_close,
+    };
+    Ok((head, framing))
+}
+
+/// Matches one logical header line and stores it (join, or [main]'s duplicate rejection).
+fn add_field(set: &mut HeaderSet, line: &[u8]) -> Result<(), HttpError> {
+    let (name, value) =
+        match_field(line).ok_or_else(|| HttpError::bad_request("Invalid header", Version::Http10))?;
+    if name.contains(&b'_') {
+        return Ok(());
+    }
+    let key = env_key(name);
+    match set.find(&key) {
+        Some(i) => {
+            if matches!(&*key, "HTTP_HOST" | "CONTENT_LENGTH" | "CONTENT_TYPE") {
+                let detail = format!("Duplicate header: {}", latin1(name));
+                return Err(HttpError::bad_request(detail, Version::Http10));
+            }
+            let existing = &mut set.headers[i].value;
+            existing.reserve(2 + value.len());
+            existing.extend_from_slice(b", ");
+            existing.extend_from_slice(value);
+        }
+        None => set.push(Header {
+            key,
+            value: value.to_vec(),
+        }),
+    }
+    Ok(())
+}
+
+type RequestLine<'a> = (&'a [u8], &'a [u8], Option<&'a [u8]>);
+
+/// `METHOD SP target [SP HTTP/d.d]` (a full match), then the upper-case method check.
+fn crack_request_line(line: &[u8]) -> Result<RequestLine<'_>, HttpError> {
+    let invalid = || HttpError::bad_request("Start line is invalid", Version::Http10);
+    let m = line.iter().take_while(|&&b| is_tchar(b)).count();
+    if m == 0 || line.get(m) != Some(&b' ') {
+        return Err(invalid());
+    }
+    let method = &line[..m];
+    let rest = &line[m + 1..];
+    let (target, version) = match rest {
+        [target @ .., b' ', b'H', b'T', b'T', b'P', b'/', major, b'.', minor]
+            if major.is_ascii_digit()
+                && minor.is_ascii_digit()
+                && !target.is_empty()
+                && !target.contains(&b' ') =>
+        {
+            (target, Some(&rest[rest.len() - 3..]))
+        }
+        _ if !rest.is_empty() && !rest.contains(&b' ') => (rest, None),
+        _ => return Err(invalid()),
+    };
+    if method.iter().any(u8::is_ascii_lowercase) {
+        let detail = format!("Malformed HTTP method \"{}\"", latin1(method));
+        return Err(HttpError::bad_request(detail, Version::Http10));
+    }
+    Ok((method, target, version))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn crlf_split_matches_python() {
+        let got: Vec<&[u8]> = lines(b"a\r\nb\r\r\nc\nd\r\n\r\n").collect();
+        assert_eq!(got, vec![&b"a"[..], b"b\r", b"c\nd", b"", b""]);
+        let got: Vec<&[u8]> = lines(b"").collect();
+        assert_eq!(got, vec![&b""[..]]);
+    }
+
+    #[test]
+    fn field_matching() {
+        assert_eq!(match_field(b"Host: a"), Some((&b"Host"[..], &b"a"[..])));
+        assert_eq!(match_field(b"X:"), Some((&b"X"[..], &b""[..])));
+        assert_eq!(match_field(b"X: \t a b \t"), Some((&b"X"[..], &b"a b"[..])));
+        assert_eq!(match_field(b"X: \xa0v\x85"), Some((&b"X"[..], &b"\xa0v\x85"[..])));
+        assert_eq!(match_field(b"Host : a"), None);
+        assert_eq!(match_field(b": a"), None);
+        assert_eq!(match_field(b"X a"), None);
+        assert_eq!(match_field(b"X: a\x01"), None);
+        assert_eq!(match_field(b"X: \x7f"), None);
+        assert_eq!(match_field(b"X:\x0bbar"), None);
+    }
+
+    #[test]
+    fn keys() {
+        assert!(matches!(env_key(b"host"), Cow::Borrowed("HTTP_HOST")));
+        assert!(matches!(env_key(b"Content-Length"), Cow::Borrowed("CONTENT_LENGTH")));
+        assert!(matches!(env_key(b"content-type"), Cow::Borrowed("CONTENT_TYPE")));
+        assert!(matches!(env_key(b"X-Forwarded-For"), Cow::Borrowed("HTTP_X_FORWARDED_FOR")));
+        assert_eq!(env_key(b"X-Custom-thing"), "HTTP_X_CUSTOM_THING");
+        let long = "a".repeat(100);
+        assert_eq!(env_key(long.as_bytes()), format!("HTTP_{}", "A".repeat(100)));
+    }
+
+    #[test]
+    fn request_line() {
+        fn ok(l: &[u8]) -> RequestLine<'_> {
+            crack_request_line(l).unwrap()
+        }
+        assert_eq!(ok(b"GET / HTTP/1.1"), (&b"GET"[..], &b"/"[..], Some(&b"1.1"[..])));
+        assert_eq!(ok(b"GET /"), (&b"GET"[..], &b"/"[..], None));
+        assert_eq!(ok(b"GET HTTP/1.1"), (&b"GET"[..], &b"HTTP/1.1"[..], None));
+        assert_eq!(ok(b"GET / HTTP/8.4").2, Some(&b"8.4"[..]));
+        for bad in [
+            &b"GET / HTTP/1.x"[..],
+            b"GET  / HTTP/1.1",
+            b"GET /a b HTTP/1.1",
+            b"GE\x00 / HTTP/1.1",
+            b"GET /info?x RTSP/1.0",
+            b"GET",
+            b"GET ",
+            b" / HTTP/1.1",
+            b"GET / HTTP/1.1 x",
+        ] {
+            assert_eq!(crack_request_line(bad).unwrap_err().detail, "Start line is invalid");
+        }
+        assert_eq!(
+            crack_request_line(b"get / HTTP/1.1").unwrap_err().detail,
+            "Malformed HTTP method \"get\""
+        );
+    }
 }

@@ -1,0 +1,49 @@
+"""maitre: a WSGI server with an HTTP engine in Rust, a drop-in for Waitress."""
+
+import logging
+
+from .server import create_server
+
+__all__ = ["create_server", "serve", "serve_paste"]
+
+
+def serve(app, **kw):
+    """Serve the WSGI application ``app`` until interrupted.
+
+    ``kw`` takes the arguments of :class:`maitre.adjustments.Adjustments`.
+    ``_server``, ``_quiet`` and ``_profile`` are test hooks, as in Waitress.
+    """
+    _server = kw.pop("_server", create_server)
+    _quiet = kw.pop("_quiet", False)
+    _profile = kw.pop("_profile", False)
+    if not _quiet:
+        # Does nothing when logging is already configured.
+        logging.basicConfig()
+    server = _server(app, **kw)
+    if not _quiet:
+        server.print_listen("Serving on http://{}:{}")
+    if _profile:
+        _run_profiled(server)
+    else:
+        server.run()
+
+
+def serve_paste(app, global_conf, **kw):
+    """PasteDeploy server runner (``use = egg:maitre#main``)."""
+    serve(app, **kw)
+    return 0
+
+
+def _run_profiled(server):
+    """Run the server under cProfile and print the statistics when it stops."""
+    import cProfile
+    import pstats
+
+    profiler = cProfile.Profile()
+    try:
+        profiler.runcall(server.run)
+    finally:
+        stats = pstats.Stats(profiler)
+        stats.strip_dirs()
+        stats.sort_stats("cumulative", "calls", "time")
+        stats.print_stats(0.3)

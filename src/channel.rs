@@ -1,0 +1,263 @@
+//! One client connection: the state shared by the event loop and the worker serving it.
+//!
+//! The event loop reads and parses; complete requests are queued here. At most one worker at a
+//! time serves a connection's queue (so responses go out in request order). The worker writes
+//! straight to the non-blocking socket; whatever the socket does not take waits in `out` and the
+//! event loop sends it when the socket becomes writable.
+
+use std::collections::VecDeque;
+use std::io::{self, IoSlice, Write};
+use std::net::Shutdown;
+use std::os::fd::{AsRawFd, RawFd};
+use std::sync::{Condvar, Mutex, MutexGuard};
+use std::time::Instant;
+
+use mio::Token;
+
+use crate::http::{HttpError, Request};
+
+/// The client socket, TCP or Unix.
+#[derive(Debug)]
+pub enum Stream {
+    Tcp(mio::net::TcpStream),
+    Unix(mio::net::UnixStream),
+}
+
+impl Stream {
+    pub fn raw_fd(&self) -> RawFd {
+        match self {
+            Stream::Tcp(s) => s.as_raw_fd(),
+            Stream::Unix(s) => s.as_raw_fd(),
+        }
+    }
+
+    pub fn read(&self, buf: &mut [u8]) -> io::Result<usize> {
+        use std::io::Read;
+        match self {
+            Stream::Tcp(s) => (&*s).read(buf),
+            Stream::Unix(s) => (&*s).read(buf),
+        }
+    }
+
+    pub fn write_vectored(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        match self {
+            Stream::Tcp(s) => (&*s).write_vectored(bufs),
+            Stream::Unix(s) => (&*s).write_vectored(bufs),
+        }
+    }
+
+    pub fn shutdown(&self, how: Shutdown) -> io::Result<()> {
+        match self {
+            Stream::Tcp(s) => s.shutdown(how),
+            Stream::Unix(s) => s.shutdown(how),
+        }
+    }
+}
+
+/// Where a connection came from, as the environ reports it.
+#[derive(Debug, Clone)]
+pub struct Peer {
+    /// `REMOTE_ADDR` / `REMOTE_HOST`: the peer IP, or `localhost` on a Unix socket.
+    pub addr: String,
+    /// `REMOTE_PORT`: the peer port, or `None` on a Unix socket (as Waitress reports it).
+    pub port: String,
+}
+
+/// An item of a connection's queue, served in order.
+#[derive(Debug)]
+pub enum Item {
+    /// A complete request for the app.
+    Request(Box<Request>),
+    /// `HTTP/1.1 100 Continue` owed to the client before the request that follows.
+    Continue,
+}
+
+/// The mutable part of a connection, behind its lock.
+#[derive(Debug, Default)]
+pub struct ConnState {
+    /// Parsed requests not yet served.
+    pub queue: VecDeque<Item>,
+    /// A parse error to answer once the queue is served; nothing after it is served.
+    pub error: Option<HttpError>,
+    /// A worker owns the queue right now.
+    pub busy: bool,
+    /// Output the socket has not taken yet.
+    pub out: OutBuf,
+    /// Close once `out` is empty; nothing more is read or served.
+    pub close_after_flush: bool,
+    /// The socket is gone (peer closed or an I/O error): writes fail, the app may stop.
+    pub closed: bool,
+    /// The peer sent EOF.
+    pub eof: bool,
+    /// The event loop stopped reading because enough is queued; a worker must ask it to resume.
+    pub read_paused: bool,
+}
+
+/// Pending output: a queue of byte buffers.
+#[derive(Debug, Default)]
+pub struct OutBuf {
+    bufs: VecDeque<Vec<u8>>,
+    /// Bytes of the front buffer already sent.
+    offset: usize,
+    len: usize,
+}
+
+impl OutBuf {
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    pub fn push(&mut self, data: Vec<u8>) {
+        if !data.is_empty() {
+            self.len += data.len();
+            self.bufs.push_back(data);
+        }
+    }
+
+    pub fn clear(&mut self) {
+        self.bufs.clear();
+        self.offset = 0;
+        self.len = 0;
+    }
+
+    /// Writes as much as the socket takes. `Ok(true)` when everything went out.
+    pub fn flush_to(&mut self, stream: &Stream) -> io::Result<bool> {
+        while !self.bufs.is_empty() {
+            let mut slices: [IoSlice<'_>; 16] = [IoSlice::new(&[]); 16];
+            let mut n = 0;
+            for (i, b) in self.bufs.iter().enumerate().take(16) {
+                slices[n] = IoSlice::new(if i == 0 { &b[self.offset..] } else { b });
+                n += 1;
+            }
+            match stream.write_vectored(&slices[..n]) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(mut written) => {
+                    self.len -= written;
+                    while written > 0 {
+                        let front = self.bufs.front().expect("written bytes came from a buffer");
+                        let left = front.len() - self.offset;
+                        if written >= left {
+                            written -= left;
+                            self.offset = 0;
+                            self.bufs.pop_front();
+                        } else {
+                            self.offset += written;
+                            written = 0;
+                        }
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(true)
+    }
+}
+
+/// A connection, shared between the event loop and a worker.
+#[derive(Debug)]
+pub struct Conn {
+    pub token: Token,
+    pub stream: Stream,
+    pub peer: Peer,
+    /// Index of the listener that accepted it (for SERVER_PORT).
+    pub listener: usize,
+    pub state: Mutex<ConnState>,
+    /// Signalled when output drains or the connection dies (for a worker over the high watermark).
+    pub drained: Condvar,
+    pub created: Instant,
+}
+
+/// Why a worker's write did not go out.
+#[derive(Debug)]
+pub struct Disconnected;
+
+impl Conn {
+    pub fn new(token: Token, stream: Stream, peer: Peer, listener: usize) -> Conn {
+        Conn {
+            token,
+            stream,
+            peer,
+            listener,
+            state: Mutex::new(ConnState::default()),
+            drained: Condvar::new(),
+            created: Instant::now(),
+        }
+    }
+
+    pub fn lock(&self) -> MutexGuard<'_, ConnState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Sends `parts` in order: straight to the socket when nothing is pending, queued otherwise.
+    /// Returns the state lock so the caller can decide what follows atomically.
+    pub fn send<'a>(
+        &self,
+        mut st: MutexGuard<'a, ConnState>,
+        parts: &[&[u8]],
+    ) -> Result<MutexGuard<'a, ConnState>, Disconnected> {
+        if st.closed {
+            return Err(Disconnected);
+        }
+        let total: usize = parts.iter().map(|p| p.len()).sum();
+        if total == 0 {
+            return Ok(st);
+        }
+        let mut sent = 0usize;
+        if st.out.is_empty() {
+            let slices: Vec<IoSlice<'_>> = parts
+                .iter()
+                .filter(|p| !p.is_empty())
+                .map(|p| IoSlice::new(p))
+                .collect();
+            loop {
+                match self.stream.write_vectored(&slices) {
+                    Ok(n) => {
+                        sent = n;
+                        break;
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(_) => {
+                        st.closed = true;
+                        return Err(Disconnected);
+                    }
+                }
+            }
+        }
+        if sent < total {
+            // Queue what the socket did not take.
+            let mut skip = sent;
+            for p in parts {
+                if skip >= p.len() {
+                    skip -= p.len();
+                    continue;
+                }
+                st.out.push(p[skip..].to_vec());
+                skip = 0;
+            }
+        }
+        Ok(st)
+    }
+
+    /// Blocks (the caller must not hold the GIL) while more than `limit` bytes are pending.
+    pub fn wait_below<'a>(
+        &self,
+        mut st: MutexGuard<'a, ConnState>,
+        limit: usize,
+    ) -> Result<MutexGuard<'a, ConnState>, Disconnected> {
+        while st.out.len() > limit && !st.closed {
+            st = self.drained.wait(st).unwrap_or_else(|p| p.into_inner());
+        }
+        if st.closed {
+            Err(Disconnected)
+        } else {
+            Ok(st)
+        }
+    }
+}

@@ -1,0 +1,195 @@
+//! The pool of Python worker threads (`threads`): each takes a connection with queued requests,
+//! runs the app for them in order under the GIL, and writes the responses.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
+use std::thread::JoinHandle;
+
+use pyo3::prelude::*;
+
+use crate::channel::{Conn, Item};
+use crate::http::date;
+use crate::reactor::{Dispatch, Notifier};
+use crate::wsgi::{self, Ctx, Outcome};
+
+/// Resume a paused connection once its queue is this short.
+const RESUME_BELOW: usize = 16;
+
+/// The worker pool; also the event loop's [`Dispatch`].
+pub struct Pool {
+    queue: Mutex<VecDeque<Arc<Conn>>>,
+    ready: Condvar,
+    shutdown: AtomicBool,
+    ctx: Arc<Ctx>,
+    notifier: OnceLock<Arc<Notifier>>,
+    /// An exception raised by a signal handler while the loop ran (KeyboardInterrupt).
+    pub pending_error: Mutex<Option<PyErr>>,
+    handles: Mutex<Vec<JoinHandle<()>>>,
+}
+
+impl Pool {
+    pub fn new(ctx: Arc<Ctx>) -> Arc<Pool> {
+        Arc::new(Pool {
+            queue: Mutex::new(VecDeque::new()),
+            ready: Condvar::new(),
+            shutdown: AtomicBool::new(false),
+            ctx,
+            notifier: OnceLock::new(),
+            pending_error: Mutex::new(None),
+            handles: Mutex::new(Vec::new()),
+        })
+    }
+
+    /// Starts `n` worker threads. Called from `run()`, never at import (tests fork after import).
+    pub fn start(self: &Arc<Self>, n: usize, notifier: Arc<Notifier>) {
+        let _ = self.notifier.set(notifier);
+        let mut handles = self.handles.lock().unwrap_or_else(|p| p.into_inner());
+        for i in 0..n.max(1) {
+            let pool = self.clone();
+            let h = std::thread::Builder::new()
+                .name(format!("maitre-{i}"))
+                .spawn(move || pool.work())
+                .expect("spawn worker thread");
+            handles.push(h);
+        }
+    }
+
+    /// Stops the workers: they finish the request they are running and exit. Waits up to
+    /// `timeout` for them; a worker stuck in the app is left behind, as Waitress leaves it.
+    pub fn stop(&self, timeout: std::time::Duration) {
+        self.shutdown.store(true, Ordering::SeqCst);
+        self.ready.notify_all();
+        let handles = std::mem::take(&mut *self.handles.lock().unwrap_or_else(|p| p.into_inner()));
+        let deadline = std::time::Instant::now() + timeout;
+        for h in handles {
+            while !h.is_finished() && std::time::Instant::now() < deadline {
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            if h.is_finished() {
+                let _ = h.join();
+            }
+        }
+    }
+
+    fn notifier(&self) -> &Arc<Notifier> {
+        self.notifier.get().expect("pool started")
+    }
+
+    fn next(&self, block: bool) -> Option<Arc<Conn>> {
+        let mut q = self.queue.lock().unwrap_or_else(|p| p.into_inner());
+        loop {
+            if self.shutdown.load(Ordering::SeqCst) {
+                return None;
+            }
+            if let Some(c) = q.pop_front() {
+                if !q.is_empty() {
+                    // More work is waiting: let another worker take it (a slow app must not
+                    // hold up other connections).
+                    self.ready.notify_one();
+                }
+                return Some(c);
+            }
+            if !block {
+                return None;
+            }
+            q = self.ready.wait(q).unwrap_or_else(|p| p.into_inner());
+        }
+    }
+
+    fn work(self: Arc<Self>) {
+        while let Some(conn) = self.next(true) {
+            Python::with_gil(|py| {
+                let mut conn = conn;
+                loop {
+                    self.serve(py, &conn);
+                    // Keep the GIL while more work is queued: one acquisition for a batch.
+                    match self.next(false) {
+                        Some(c) => conn = c,
+                        None => break,
+                    }
+                }
+            });
+        }
+    }
+
+    /// Serves `conn`'s queue until it is empty or the connection must close.
+    fn serve(&self, py: Python<'_>, conn: &Arc<Conn>) {
+        let notifier = self.notifier();
+        loop {
+            let mut st = conn.lock();
+            if st.closed {
+                st.busy = false;
+                return;
+            }
+            if st.read_paused && st.queue.len() < RESUME_BELOW {
+                st.read_paused = false;
+                notifier.resume(conn.clone());
+            }
+            match st.queue.pop_front() {
+                Some(Item::Continue) => {
+                    if conn.send(st, &[b"HTTP/1.1 100 Continue\r\n\r\n"]).is_err() {
+                        self.finish(conn, true);
+                        return;
+                    }
+                }
+                Some(Item::Request(req)) => {
+                    drop(st);
+                    let outcome = wsgi::serve_request(py, &self.ctx, conn, *req);
+                    if outcome == Outcome::Close {
+                        self.finish(conn, true);
+                        return;
+                    }
+                }
+                None => {
+                    if let Some(err) = st.error.take() {
+                        let bytes = err.to_response(self.ctx.ident.as_deref(), date::http_date().as_str());
+                        drop(conn.send(st, &[&bytes]));
+                        self.finish(conn, true);
+                        return;
+                    }
+                    let eof = st.eof;
+                    drop(st);
+                    self.finish(conn, eof);
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Gives the connection back to the event loop; with `close`, to be closed after its output.
+    fn finish(&self, conn: &Arc<Conn>, close: bool) {
+        let mut st = conn.lock();
+        st.busy = false;
+        if close {
+            st.close_after_flush = true;
+            st.queue.clear();
+            st.error = None;
+            drop(st);
+            self.notifier().close(conn.clone());
+        }
+    }
+}
+
+impl Dispatch for Pool {
+    fn dispatch(&self, conn: Arc<Conn>) {
+        let mut q = self.queue.lock().unwrap_or_else(|p| p.into_inner());
+        q.push_back(conn);
+        drop(q);
+        self.ready.notify_one();
+    }
+
+    fn tick(&self) -> bool {
+        Python::with_gil(|py| match py.check_signals() {
+            Ok(()) => true,
+            Err(e) => {
+                *self.pending_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
+                false
+            }
+        })
+    }
+
+    fn log(&self, level: u8, msg: &str) {
+        Python::with_gil(|py| self.ctx.log(py, level, msg));
+    }
+}

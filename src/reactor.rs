@@ -1,0 +1,535 @@
+//! The event loop: accepts connections, reads and parses requests, hands connections with work to
+//! the worker pool, sends output the workers could not, and closes connections.
+
+use std::io;
+use std::net::Shutdown;
+use std::os::fd::RawFd;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use mio::unix::SourceFd;
+use mio::{Events, Interest, Poll, Registry, Token, Waker};
+
+use crate::channel::{Conn, ConnState, Item, Peer, Stream};
+use crate::http::{date, Limits, RequestReader};
+
+/// Queued requests past which a connection's reading pauses until a worker catches up.
+const MAX_QUEUED: usize = 32;
+/// How often the loop wakes when idle, to let Python handle signals and to run maintenance.
+const TICK: Duration = Duration::from_millis(100);
+const WAKER: Token = Token(usize::MAX);
+const LISTENER_BASE: usize = usize::MAX / 2;
+
+/// A listening socket.
+#[derive(Debug)]
+pub enum Listener {
+    Tcp(mio::net::TcpListener),
+    Unix(mio::net::UnixListener),
+}
+
+/// What the event loop needs from the layer that runs applications.
+pub trait Dispatch: Send + Sync {
+    /// `conn` has queued work and no worker: serve it. `busy` is already set.
+    fn dispatch(&self, conn: Arc<Conn>);
+    /// Called from the loop thread about every 100 ms; `false` stops the loop.
+    fn tick(&self) -> bool;
+    /// Log a line on the `maitre` logger (`level` as in Python's logging).
+    fn log(&self, level: u8, msg: &str);
+}
+
+pub const LOG_INFO: u8 = 20;
+pub const LOG_WARNING: u8 = 30;
+
+/// Settings for the loop, from the adjustments.
+#[derive(Clone, Debug)]
+pub struct LoopConfig {
+    pub limits: Limits,
+    pub recv_bytes: usize,
+    pub connection_limit: usize,
+    pub channel_timeout: Duration,
+    pub cleanup_interval: Duration,
+    pub ident: Option<String>,
+}
+
+/// Messages from workers (and `close()`) to the loop.
+#[derive(Debug)]
+enum Msg {
+    /// The connection is finished: close it once its output is sent.
+    Close(Arc<Conn>),
+    /// Reading was paused; the queue has room again.
+    Resume(Arc<Conn>),
+}
+
+/// The handle workers and other threads use to reach the loop.
+#[derive(Debug)]
+pub struct Notifier {
+    msgs: Mutex<Vec<Msg>>,
+    waker: Waker,
+    stop: AtomicBool,
+}
+
+impl Notifier {
+    fn push(&self, msg: Msg) {
+        self.msgs.lock().unwrap_or_else(|p| p.into_inner()).push(msg);
+        let _ = self.waker.wake();
+    }
+
+    /// Ask the loop to close `conn` once its output is sent.
+    pub fn close(&self, conn: Arc<Conn>) {
+        self.push(Msg::Close(conn));
+    }
+
+    /// Ask the loop to read from `conn` again.
+    pub fn resume(&self, conn: Arc<Conn>) {
+        self.push(Msg::Resume(conn));
+    }
+
+    /// Make `run` return (from any thread).
+    pub fn stop(&self) {
+        self.stop.store(true, Ordering::SeqCst);
+        let _ = self.waker.wake();
+    }
+
+    pub fn stopping(&self) -> bool {
+        self.stop.load(Ordering::SeqCst)
+    }
+}
+
+/// The loop's private per-connection data.
+struct Entry {
+    conn: Arc<Conn>,
+    rbuf: Vec<u8>,
+    reader: RequestReader,
+    /// Reading is over (EOF, error, or a parse error): further input is dropped.
+    read_done: bool,
+    paused: bool,
+    last_activity: Instant,
+}
+
+/// The event loop and the connections it owns.
+pub struct Reactor {
+    poll: Poll,
+    listeners: Vec<Listener>,
+    conns: Vec<Option<Entry>>,
+    free: Vec<usize>,
+    open: usize,
+    accepting: bool,
+    notifier: Arc<Notifier>,
+    dispatcher: Arc<dyn Dispatch>,
+    config: LoopConfig,
+}
+
+impl Reactor {
+    pub fn new(listeners: Vec<Listener>, dispatcher: Arc<dyn Dispatch>, config: LoopConfig) -> io::Result<Reactor> {
+        let poll = Poll::new()?;
+        let waker = Waker::new(poll.registry(), WAKER)?;
+        let mut listeners = listeners;
+        for (i, l) in listeners.iter_mut().enumerate() {
+            let token = Token(LISTENER_BASE + i);
+            match l {
+                Listener::Tcp(l) => poll.registry().register(l, token, Interest::READABLE)?,
+                Listener::Unix(l) => poll.registry().register(l, token, Interest::READABLE)?,
+            }
+        }
+        Ok(Reactor {
+            poll,
+            listeners,
+            conns: Vec::new(),
+            free: Vec::new(),
+            open: 0,
+            accepting: true,
+            notifier: Arc::new(Notifier {
+                msgs: Mutex::new(Vec::new()),
+                waker,
+                stop: AtomicBool::new(false),
+            }),
+            dispatcher,
+            config,
+        })
+    }
+
+    pub fn notifier(&self) -> Arc<Notifier> {
+        self.notifier.clone()
+    }
+
+    /// Runs until `Notifier::stop` or `Dispatch::tick` says stop.
+    pub fn run(&mut self) -> io::Result<()> {
+        let mut events = Events::with_capacity(1024);
+        let mut last_tick = Instant::now();
+        let mut last_cleanup = Instant::now();
+        loop {
+            match self.poll.poll(&mut events, Some(TICK)) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+            for ev in events.iter() {
+                let token = ev.token();
+                if token == WAKER {
+                    continue;
+                }
+                if token.0 >= LISTENER_BASE {
+                    self.accept_all(token.0 - LISTENER_BASE);
+                    continue;
+                }
+                if ev.is_readable() || ev.is_read_closed() || ev.is_error() {
+                    self.on_readable(token.0);
+                }
+                if ev.is_writable() || ev.is_error() {
+                    self.on_writable(token.0);
+                }
+            }
+            self.drain_msgs();
+            if self.notifier.stopping() {
+                break;
+            }
+            let now = Instant::now();
+            if now.duration_since(last_tick) >= TICK {
+                last_tick = now;
+                if !self.dispatcher.tick() {
+                    break;
+                }
+            }
+            if now.duration_since(last_cleanup) >= self.config.cleanup_interval {
+                last_cleanup = now;
+                self.cleanup(now);
+            }
+        }
+        Ok(())
+    }
+
+    /// Closes every connection and forgets the listeners (the caller closes their sockets).
+    pub fn shutdown(&mut self) {
+        for i in 0..self.conns.len() {
+            self.close(i);
+        }
+    }
+
+    fn accept_all(&mut self, index: usize) {
+        while self.accepting {
+            let accepted = match &self.listeners[index] {
+                Listener::Tcp(l) => l.accept().map(|(s, addr)| {
+                    let _ = s.set_nodelay(true);
+                    (
+                        Stream::Tcp(s),
+                        Peer {
+                            addr: addr.ip().to_string(),
+                            port: addr.port().to_string(),
+                        },
+                    )
+                }),
+                Listener::Unix(l) => l.accept().map(|(s, _)| {
+                    (
+                        Stream::Unix(s),
+                        Peer {
+                            addr: "localhost".into(),
+                            port: "None".into(),
+                        },
+                    )
+                }),
+            };
+            match accepted {
+                Ok((stream, peer)) => self.add_conn(stream, peer, index),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                // A client gone before accept() finished (CVE-2024-49769) or a transient error:
+                // nothing was added; try the next one.
+                Err(e) if matches!(e.kind(), io::ErrorKind::ConnectionAborted | io::ErrorKind::Interrupted) => {}
+                Err(e) => {
+                    // EMFILE and friends: stop this round; the next event or tick retries.
+                    self.dispatcher
+                        .log(LOG_WARNING, &format!("server accept() threw an exception: {e}"));
+                    return;
+                }
+            }
+        }
+    }
+
+    fn add_conn(&mut self, stream: Stream, peer: Peer, listener: usize) {
+        let slot = match self.free.pop() {
+            Some(s) => s,
+            None => {
+                self.conns.push(None);
+                self.conns.len() - 1
+            }
+        };
+        let token = Token(slot);
+        let fd = stream.raw_fd();
+        if self
+            .poll
+            .registry()
+            .register(&mut SourceFd(&fd), token, Interest::READABLE | Interest::WRITABLE)
+            .is_err()
+        {
+            self.free.push(slot);
+            return;
+        }
+        let conn = Arc::new(Conn::new(token, stream, peer, listener));
+        self.conns[slot] = Some(Entry {
+            conn,
+            rbuf: Vec::with_capacity(self.config.recv_bytes),
+            reader: RequestReader::new(self.config.limits.clone()),
+            read_done: false,
+            paused: false,
+            last_activity: Instant::now(),
+        });
+        self.open += 1;
+        if self.open >= self.config.connection_limit && self.accepting {
+            self.accepting = false;
+            self.dispatcher.log(
+                LOG_WARNING,
+                "total open connections reached the connection limit, no longer accepting new connections",
+            );
+        }
+        // Data may already be waiting: edge-triggered readiness would not tell us again.
+        self.on_readable(slot);
+    }
+
+    fn on_readable(&mut self, slot: usize) {
+        let recv_bytes = self.config.recv_bytes.max(1024);
+        let Some(entry) = self.conns.get_mut(slot).and_then(|e| e.as_mut()) else {
+            return;
+        };
+        if entry.paused {
+            return;
+        }
+        let conn = entry.conn.clone();
+        let mut items: Vec<Item> = Vec::new();
+        let mut parse_error = None;
+        let mut eof = false;
+        let mut failed = false;
+        loop {
+            if entry.read_done {
+                // Drain and drop whatever arrives after the connection is done with.
+                let mut sink = [0u8; 4096];
+                match conn.stream.read(&mut sink) {
+                    Ok(0) => eof = true,
+                    Ok(_) => continue,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    Err(_) => failed = true,
+                }
+                break;
+            }
+            let len = entry.rbuf.len();
+            entry.rbuf.resize(len + recv_bytes, 0);
+            let res = conn.stream.read(&mut entry.rbuf[len..]);
+            let n = match res {
+                Ok(n) => n,
+                Err(ref e) if e.kind() == io::ErrorKind::Interrupted => 0,
+                Err(_) => 0,
+            };
+            entry.rbuf.truncate(len + n);
+            match res {
+                Ok(0) => {
+                    eof = true;
+                    break;
+                }
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(_) => {
+                    failed = true;
+                    break;
+                }
+            }
+            entry.last_activity = Instant::now();
+            // Parse every complete request in the buffer.
+            let mut pos = 0;
+            loop {
+                let (used, ev) = entry.reader.feed(&entry.rbuf[pos..]);
+                pos += used;
+                match ev {
+                    crate::http::Event::NeedMore => break,
+                    crate::http::Event::ExpectContinue => items.push(Item::Continue),
+                    crate::http::Event::Request(r) => items.push(Item::Request(r)),
+                    crate::http::Event::Error(e) => {
+                        parse_error = Some(e);
+                        entry.read_done = true;
+                        break;
+                    }
+                }
+            }
+            if pos == entry.rbuf.len() {
+                entry.rbuf.clear();
+            } else if pos > 0 {
+                entry.rbuf.drain(..pos);
+            }
+            if entry.read_done || items.len() >= MAX_QUEUED {
+                if !entry.read_done {
+                    entry.paused = true;
+                }
+                break;
+            }
+            if n < recv_bytes {
+                // A short read drained the socket; new data raises a new readiness edge.
+                break;
+            }
+        }
+        if eof || failed {
+            entry.read_done = true;
+        }
+        let paused = entry.paused;
+        let mut st = conn.lock();
+        if failed {
+            st.closed = true;
+            st.out.clear();
+        }
+        if eof {
+            st.eof = true;
+        }
+        if paused {
+            st.read_paused = true;
+        }
+        if !(st.close_after_flush || st.closed) {
+            st.queue.extend(items);
+            if parse_error.is_some() {
+                st.error = parse_error;
+            }
+        }
+        self.after_read(slot, st);
+    }
+
+    /// Decides what a connection needs after its state changed on the loop thread.
+    fn after_read(&mut self, slot: usize, mut st: std::sync::MutexGuard<'_, ConnState>) {
+        let Some(entry) = self.conns.get(slot).and_then(|e| e.as_ref()) else {
+            return;
+        };
+        let conn = entry.conn.clone();
+        if st.busy {
+            return;
+        }
+        if st.closed {
+            drop(st);
+            self.close(slot);
+            return;
+        }
+        if !st.close_after_flush && !st.queue.is_empty() {
+            st.busy = true;
+            drop(st);
+            self.dispatcher.dispatch(conn);
+            return;
+        }
+        if !st.close_after_flush {
+            if let Some(err) = st.error.take() {
+                // Nothing ahead of it: answer the parse error here, no worker needed.
+                let bytes = err.to_response(self.config.ident.as_deref(), date::http_date().as_str());
+                st.close_after_flush = true;
+                st.queue.clear();
+                st = match conn.send(st, &[&bytes]) {
+                    Ok(st) => st,
+                    Err(_) => {
+                        self.close(slot);
+                        return;
+                    }
+                };
+            } else if st.eof {
+                st.close_after_flush = true;
+            }
+        }
+        if st.close_after_flush && st.out.is_empty() {
+            drop(st);
+            self.close(slot);
+        }
+    }
+
+    fn on_writable(&mut self, slot: usize) {
+        let Some(entry) = self.conns.get(slot).and_then(|e| e.as_ref()) else {
+            return;
+        };
+        let conn = entry.conn.clone();
+        let mut st = conn.lock();
+        if st.out.is_empty() {
+            return;
+        }
+        match st.out.flush_to(&conn.stream) {
+            Ok(_) => {}
+            Err(_) => {
+                st.closed = true;
+                st.out.clear();
+            }
+        }
+        conn.drained.notify_all();
+        if let Some(e) = self.conns[slot].as_mut() {
+            e.last_activity = Instant::now();
+        }
+        self.after_read(slot, st);
+    }
+
+    fn drain_msgs(&mut self) {
+        let msgs = std::mem::take(&mut *self.notifier.msgs.lock().unwrap_or_else(|p| p.into_inner()));
+        for msg in msgs {
+            let (conn, resume) = match msg {
+                Msg::Close(c) => (c, false),
+                Msg::Resume(c) => (c, true),
+            };
+            let slot = conn.token.0;
+            let same = matches!(self.conns.get(slot), Some(Some(e)) if Arc::ptr_eq(&e.conn, &conn));
+            if !same {
+                continue;
+            }
+            if resume {
+                if let Some(e) = self.conns[slot].as_mut() {
+                    e.paused = false;
+                    e.last_activity = Instant::now();
+                }
+                self.on_readable(slot);
+            } else {
+                let st = conn.lock();
+                if let Some(e) = self.conns[slot].as_mut() {
+                    e.last_activity = Instant::now();
+                }
+                self.after_read(slot, st);
+            }
+        }
+    }
+
+    /// Closes connections idle for longer than `channel_timeout`.
+    fn cleanup(&mut self, now: Instant) {
+        let timeout = self.config.channel_timeout;
+        for slot in 0..self.conns.len() {
+            let idle = match &self.conns[slot] {
+                Some(e) => {
+                    let st = e.conn.lock();
+                    !st.busy && st.queue.is_empty() && now.duration_since(e.last_activity) > timeout
+                }
+                None => false,
+            };
+            if idle {
+                self.close(slot);
+            }
+        }
+    }
+
+    fn close(&mut self, slot: usize) {
+        let Some(entry) = self.conns.get_mut(slot).and_then(|e| e.take()) else {
+            return;
+        };
+        let fd: RawFd = entry.conn.stream.raw_fd();
+        let _ = deregister(self.poll.registry(), fd);
+        {
+            let mut st = entry.conn.lock();
+            st.closed = true;
+            st.queue.clear();
+            st.out.clear();
+        }
+        entry.conn.drained.notify_all();
+        let _ = entry.conn.stream.shutdown(Shutdown::Both);
+        self.free.push(slot);
+        self.open -= 1;
+        if !self.accepting && self.open < self.config.connection_limit {
+            self.accepting = true;
+            self.dispatcher.log(
+                LOG_INFO,
+                "total open connections dropped below the connection limit, listening again",
+            );
+            for i in 0..self.listeners.len() {
+                self.accept_all(i);
+            }
+        }
+    }
+}
+
+fn deregister(registry: &Registry, fd: RawFd) -> io::Result<()> {
+    registry.deregister(&mut SourceFd(&fd))
+}

@@ -1,0 +1,142 @@
+//! Builds the WSGI environ of a request (reference §4.1) from the parsed head, in Rust, with
+//! shared strings for everything that does not change between requests.
+
+use std::sync::Arc;
+
+use pyo3::ffi;
+use pyo3::prelude::*;
+use pyo3::types::{PyBool, PyDict, PyString};
+
+use super::input::InputStream;
+use super::Ctx;
+use crate::channel::Conn;
+use crate::http::{Request, Version};
+
+/// Untrusted proxy headers removed from the environ (clear_untrusted_proxy_headers).
+const PROXY_KEYS: [&str; 6] = [
+    "HTTP_FORWARDED",
+    "HTTP_X_FORWARDED_FOR",
+    "HTTP_X_FORWARDED_HOST",
+    "HTTP_X_FORWARDED_PROTO",
+    "HTTP_X_FORWARDED_PORT",
+    "HTTP_X_FORWARDED_BY",
+];
+
+/// Decodes bytes as latin-1 (PEP 3333's "bytes as str" tunnelling).
+pub fn latin1<'py>(py: Python<'py>, bytes: &[u8]) -> Bound<'py, PyAny> {
+    if bytes.is_ascii() {
+        // SAFETY: ASCII is valid UTF-8.
+        return PyString::new(py, unsafe { std::str::from_utf8_unchecked(bytes) }).into_any();
+    }
+    // SAFETY: PyUnicode_DecodeLatin1 cannot fail for any input (every byte maps to a code point)
+    // except on memory exhaustion, which from_owned_ptr turns into a panic caught by PyO3.
+    unsafe {
+        let ptr = ffi::PyUnicode_DecodeLatin1(bytes.as_ptr().cast(), bytes.len() as ffi::Py_ssize_t, std::ptr::null());
+        Bound::from_owned_ptr(py, ptr)
+    }
+}
+
+/// `PATH_INFO` after `url_prefix` (Waitress's rules, including keeping a non-matching path whole).
+fn path_info<'a>(path: &'a [u8], prefix: &[u8]) -> &'a [u8] {
+    if prefix.is_empty() {
+        return path;
+    }
+    if path == prefix {
+        return b"";
+    }
+    if path.len() > prefix.len() && path.starts_with(prefix) && path[prefix.len()] == b'/' {
+        return &path[prefix.len()..];
+    }
+    path
+}
+
+pub fn build<'py>(py: Python<'py>, ctx: &Arc<Ctx>, conn: &Arc<Conn>, req: Request) -> PyResult<Bound<'py, PyDict>> {
+    let head = req.head;
+    let env = PyDict::new(py);
+    macro_rules! set {
+        ($k:literal, $v:expr) => {
+            env.set_item(pyo3::intern!(py, $k), $v)?
+        };
+    }
+    let remote = PyString::new(py, &conn.peer.addr);
+    set!("REMOTE_ADDR", &remote);
+    set!("REMOTE_HOST", &remote);
+    set!("REMOTE_PORT", PyString::new(py, &conn.peer.port));
+    set!("REQUEST_METHOD", method(py, &head.method));
+    set!("SERVER_PORT", ctx.server_ports[conn.listener].bind(py));
+    set!("SERVER_NAME", ctx.server_name.bind(py));
+    set!("SERVER_SOFTWARE", ctx.server_software.bind(py));
+    set!(
+        "SERVER_PROTOCOL",
+        match head.version {
+            Version::Http10 => ctx.proto_10.bind(py),
+            Version::Http11 => ctx.proto_11.bind(py),
+        }
+    );
+    set!("SCRIPT_NAME", ctx.script_name.bind(py));
+    set!("PATH_INFO", latin1(py, path_info(&head.path, &ctx.url_prefix)));
+    set!("REQUEST_URI", latin1(py, &head.request_uri));
+    set!("QUERY_STRING", latin1(py, &head.query));
+    set!("wsgi.url_scheme", ctx.url_scheme.bind(py));
+    set!("wsgi.version", ctx.wsgi_version.bind(py));
+    let stderr = py.import("sys")?.getattr(pyo3::intern!(py, "stderr"))?;
+    set!("wsgi.errors", stderr);
+    set!("wsgi.multithread", PyBool::new(py, true));
+    set!("wsgi.multiprocess", PyBool::new(py, false));
+    set!("wsgi.run_once", PyBool::new(py, false));
+    set!("wsgi.input", Bound::new(py, InputStream::new(req.body))?);
+    set!("wsgi.file_wrapper", ctx.file_wrapper.bind(py));
+    set!("wsgi.input_terminated", PyBool::new(py, true));
+    for h in &head.headers {
+        if ctx.clear_proxy_headers && PROXY_KEYS.contains(&h.key.as_ref()) {
+            continue;
+        }
+        let key = PyString::new(py, &h.key);
+        if env.contains(&key)? {
+            continue;
+        }
+        env.set_item(key, latin1(py, &h.value))?;
+    }
+    let disconnected = Bound::new(py, ClientDisconnectedCheck { conn: conn.clone() })?;
+    set!("waitress.client_disconnected", &disconnected);
+    set!("maitre.client_disconnected", &disconnected);
+    Ok(env)
+}
+
+fn method<'py>(py: Python<'py>, m: &str) -> Bound<'py, PyString> {
+    match m {
+        "GET" => pyo3::intern!(py, "GET").clone(),
+        "POST" => pyo3::intern!(py, "POST").clone(),
+        "HEAD" => pyo3::intern!(py, "HEAD").clone(),
+        "PUT" => pyo3::intern!(py, "PUT").clone(),
+        "DELETE" => pyo3::intern!(py, "DELETE").clone(),
+        _ => PyString::new(py, m),
+    }
+}
+
+/// `environ["waitress.client_disconnected"]()`: True once the client has gone away.
+#[pyclass(module = "maitre._core")]
+pub struct ClientDisconnectedCheck {
+    conn: Arc<Conn>,
+}
+
+#[pymethods]
+impl ClientDisconnectedCheck {
+    fn __call__(&self) -> bool {
+        let st = self.conn.lock();
+        st.closed || st.eof
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::path_info;
+
+    #[test]
+    fn url_prefix_rules() {
+        assert_eq!(path_info(b"/app", b"/app"), b"");
+        assert_eq!(path_info(b"/app/x", b"/app"), b"/x");
+        assert_eq!(path_info(b"/application", b"/app"), b"/application");
+        assert_eq!(path_info(b"/x", b""), b"/x");
+    }
+}

@@ -1,0 +1,136 @@
+//! Running a WSGI application for one request: environ, start_response, app_iter, errors.
+
+pub mod environ;
+pub mod file_wrapper;
+pub mod input;
+pub mod response;
+
+use std::sync::Arc;
+
+use pyo3::exceptions::PyException;
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyString, PyTuple, PyType};
+
+use crate::channel::Conn;
+use crate::http::Request;
+use response::{Response, StartResponse};
+
+pyo3::create_exception!(
+    _core,
+    ClientDisconnected,
+    PyException,
+    "The client went away while the response was being written."
+);
+
+/// What the worker does with the connection after a request.
+#[derive(Debug, PartialEq, Eq, Clone, Copy)]
+pub enum Outcome {
+    KeepAlive,
+    Close,
+}
+
+/// Python objects and settings shared by every request of a server, made once at start.
+pub struct Ctx {
+    pub app: Py<PyAny>,
+    pub logger: Py<PyAny>,
+    pub ident: Option<String>,
+    pub expose_tracebacks: bool,
+    /// Drop the six proxy headers from every environ (clear_untrusted_proxy_headers with no
+    /// trusted proxy: nobody is trusted).
+    pub clear_proxy_headers: bool,
+    pub outbuf_high_watermark: usize,
+    pub url_prefix: Vec<u8>,
+    pub script_name: Py<PyString>,
+    pub server_name: Py<PyString>,
+    pub server_software: Py<PyAny>,
+    pub url_scheme: Py<PyString>,
+    /// SERVER_PORT for each listener.
+    pub server_ports: Vec<Py<PyString>>,
+    pub wsgi_version: Py<PyTuple>,
+    pub file_wrapper: Py<PyType>,
+    pub proto_10: Py<PyString>,
+    pub proto_11: Py<PyString>,
+}
+
+impl Ctx {
+    pub fn log(&self, py: Python<'_>, level: u8, msg: &str) {
+        let _ = self.logger.call_method1(py, "log", (level, msg));
+    }
+
+    fn log_exception(&self, py: Python<'_>, msg: &str, err: &PyErr) {
+        let kwargs = PyDict::new(py);
+        let _ = kwargs.set_item("exc_info", err.value(py));
+        let _ = self.logger.call_method(py, "error", (msg,), Some(&kwargs));
+    }
+}
+
+/// Runs the app for `req` on `conn` and writes the response. Never raises: app errors become a
+/// 500 (or a closed connection once headers went out) and an ERROR log line.
+pub fn serve_request(py: Python<'_>, ctx: &Arc<Ctx>, conn: &Arc<Conn>, req: Request) -> Outcome {
+    let path_for_log = String::from_utf8_lossy(&req.head.path).into_owned();
+    let resp = Response::new(ctx.clone(), conn.clone(), &req.head);
+    let environ = match environ::build(py, ctx, conn, req) {
+        Ok(e) => e,
+        Err(e) => return fail(py, ctx, resp, &path_for_log, e),
+    };
+    let sr = match Py::new(py, StartResponse::new(resp)) {
+        Ok(sr) => sr,
+        Err(e) => {
+            ctx.log_exception(py, "Exception while serving", &e);
+            return Outcome::Close;
+        }
+    };
+    let result = run_app(py, ctx, &environ, &sr);
+    let mut resp = sr.borrow_mut(py).take();
+    match result {
+        Ok(()) => match resp.finish(py) {
+            Ok(()) => resp.outcome(),
+            Err(e) => fail(py, ctx, resp, &path_for_log, e),
+        },
+        Err(e) => fail(py, ctx, resp, &path_for_log, e),
+    }
+}
+
+/// Calls the app and sends its app_iter; `close()` is called on the app_iter on every path.
+fn run_app(py: Python<'_>, ctx: &Ctx, environ: &Bound<'_, PyDict>, sr: &Py<StartResponse>) -> PyResult<()> {
+    let app_iter = ctx.app.bind(py).call1((environ, sr.clone_ref(py)))?;
+    let sent = response::send_app_iter(py, sr, &app_iter);
+    let closed = match app_iter.getattr(pyo3::intern!(py, "close")) {
+        Ok(close) => close.call0().map(|_| ()),
+        Err(_) => Ok(()),
+    };
+    sent?;
+    closed
+}
+
+/// The app failed (or the client went away): log, answer 500 if nothing was sent yet, close.
+fn fail(py: Python<'_>, ctx: &Ctx, mut resp: Response, path: &str, err: PyErr) -> Outcome {
+    if err.is_instance_of::<ClientDisconnected>(py) {
+        ctx.log(
+            py,
+            crate::reactor::LOG_INFO,
+            &format!("Client disconnected while serving {path}"),
+        );
+        return Outcome::Close;
+    }
+    ctx.log_exception(py, &format!("Exception while serving {path}"), &err);
+    if !resp.wrote_header() {
+        let detail = if ctx.expose_tracebacks {
+            format_traceback(py, &err)
+        } else {
+            "The server encountered an unexpected internal server error".to_owned()
+        };
+        resp.send_error(500, &detail);
+    }
+    Outcome::Close
+}
+
+fn format_traceback(py: Python<'_>, err: &PyErr) -> String {
+    let formatted = (|| -> PyResult<String> {
+        let tb = py.import("traceback")?;
+        let lines = tb.call_method1("format_exception", (err.get_type(py), err.value(py), err.traceback(py)))?;
+        let joined = PyString::new(py, "").call_method1("join", (lines,))?;
+        joined.extract()
+    })();
+    formatted.unwrap_or_else(|_| err.to_string())
+}

@@ -1,0 +1,594 @@
+//! The response side of a request: `start_response`, `write()`, the response head (Waitress's
+//! rules for Content-Length, keep-alive, chunking, Server/Date), and sending the app_iter.
+
+use std::sync::Arc;
+
+use pyo3::exceptions::{PyAssertionError, PyRuntimeError, PyTypeError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::types::{PyByteArray, PyBytes, PyString, PyTuple};
+
+use super::file_wrapper::FileWrapper;
+use super::{ClientDisconnected, Ctx, Outcome};
+use crate::channel::Conn;
+use crate::http::{date, error, RequestHead, Version};
+
+const HOP_BY_HOP: [&str; 8] = [
+    "connection",
+    "keep-alive",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+/// The state of one response.
+pub struct Response {
+    ctx: Arc<Ctx>,
+    conn: Arc<Conn>,
+    version: Version,
+    head_request: bool,
+    req_close: bool,
+    req_keep_alive: bool,
+    force_close: bool,
+    status: Option<String>,
+    headers: Vec<(String, String)>,
+    content_length: Option<u64>,
+    started: bool,
+    wrote_header: bool,
+    chunked: bool,
+    close_on_finish: bool,
+    written: u64,
+    logged_excess: bool,
+    logged_no_body: bool,
+}
+
+impl Response {
+    pub fn new(ctx: Arc<Ctx>, conn: Arc<Conn>, head: &RequestHead) -> Response {
+        Response {
+            ctx,
+            conn,
+            version: head.version,
+            head_request: head.method == "HEAD",
+            req_close: head.connection_close,
+            req_keep_alive: head.connection_keep_alive,
+            force_close: head.force_close,
+            status: None,
+            headers: Vec::new(),
+            content_length: None,
+            started: false,
+            wrote_header: false,
+            chunked: false,
+            close_on_finish: false,
+            written: 0,
+            logged_excess: false,
+            logged_no_body: false,
+        }
+    }
+
+    pub fn wrote_header(&self) -> bool {
+        self.wrote_header
+    }
+
+    pub fn outcome(&self) -> Outcome {
+        if self.close_on_finish || self.force_close {
+            Outcome::Close
+        } else {
+            Outcome::KeepAlive
+        }
+    }
+
+    /// 1xx, 204 and 304 responses have no body.
+    fn has_body(&self) -> bool {
+        match &self.status {
+            Some(s) => !(s.starts_with('1') || s.starts_with("204") || s.starts_with("304")),
+            None => true,
+        }
+    }
+
+    fn start(&mut self, py: Python<'_>, status: &Bound<'_, PyAny>, headers: &Bound<'_, PyAny>) -> PyResult<()> {
+        let Ok(status) = status.downcast::<PyString>() else {
+            return Err(PyAssertionError::new_err(format!(
+                "status {} is not a string",
+                status.str()?
+            )));
+        };
+        let status = status.to_str()?;
+        if status.contains(['\r', '\n']) {
+            return Err(PyValueError::new_err(
+                "carriage return/line feed character present in status",
+            ));
+        }
+        let mut added = Vec::new();
+        let mut content_length = self.content_length;
+        for item in headers.try_iter()? {
+            let item = item?;
+            let (k, v): (Bound<'_, PyAny>, Bound<'_, PyAny>) = item.extract()?;
+            let pair = || PyTuple::new(py, [&k, &v]).and_then(|t| t.repr()).map(|r| r.to_string());
+            let Ok(name) = k.downcast::<PyString>() else {
+                return Err(PyAssertionError::new_err(format!(
+                    "Header name {} is not a string in {}",
+                    k.repr()?,
+                    pair()?
+                )));
+            };
+            let Ok(value) = v.downcast::<PyString>() else {
+                return Err(PyAssertionError::new_err(format!(
+                    "Header value {} is not a string in {}",
+                    v.repr()?,
+                    pair()?
+                )));
+            };
+            let (name, value) = (name.to_str()?, value.to_str()?);
+            if value.contains(['\r', '\n']) {
+                return Err(PyValueError::new_err(
+                    "carriage return/line feed character present in header value",
+                ));
+            }
+            if name.contains(['\r', '\n']) {
+                return Err(PyValueError::new_err(
+                    "carriage return/line feed character present in header name",
+                ));
+            }
+            let lower = name.to_ascii_lowercase();
+            if lower == "content-length" {
+                let n: u64 = py.get_type::<pyo3::types::PyInt>().call1((value,))?.extract()?;
+                content_length = Some(n);
+            } else if HOP_BY_HOP.contains(&lower.as_str()) {
+                return Err(PyAssertionError::new_err(format!(
+                    "{name} is a \"hop-by-hop\" header; it cannot be used by a WSGI application (see PEP 3333)"
+                )));
+            }
+            added.push((name.to_owned(), value.to_owned()));
+        }
+        self.status = Some(status.to_owned());
+        self.headers.extend(added);
+        self.content_length = content_length;
+        self.started = true;
+        Ok(())
+    }
+
+    /// The response head, by Waitress's rules; decides chunking and keep-alive.
+    fn build_head(&mut self) -> PyResult<Vec<u8>> {
+        let has_body = self.has_body();
+        let headers = std::mem::take(&mut self.headers);
+        let mut out: Vec<(String, &str)> = Vec::with_capacity(headers.len() + 4);
+        let mut cl_header: Option<String> = None;
+        let mut date_set = false;
+        let mut server_set = false;
+        let mut conn_header: Option<String> = None;
+        for (name, value) in &headers {
+            let name = capitalize_name(name);
+            match name.as_str() {
+                "Content-Length" => {
+                    if !has_body {
+                        continue;
+                    }
+                    cl_header = Some(value.clone());
+                }
+                "Date" => date_set = !value.is_empty(),
+                "Server" => server_set = !value.is_empty(),
+                "Connection" => conn_header = Some(value.to_ascii_lowercase()),
+                _ => {}
+            }
+            out.push((name, value.as_str()));
+        }
+        let cl_string;
+        if cl_header.is_none() && has_body {
+            if let Some(cl) = self.content_length {
+                cl_string = cl.to_string();
+                out.push(("Content-Length".into(), cl_string.as_str()));
+                cl_header = Some(cl_string.clone());
+            }
+        }
+        let has_cl = cl_header.as_deref().is_some_and(|v| !v.is_empty());
+        // Whether to close after this response, and whether to say so in a Connection header.
+        let mut close_on_finish = false;
+        let mut say_close = false;
+        match self.version {
+            Version::Http10 => {
+                if self.req_keep_alive && has_cl {
+                    out.push(("Connection".into(), "Keep-Alive"));
+                } else {
+                    say_close = true;
+                }
+            }
+            Version::Http11 => {
+                if conn_header.as_deref() == Some("close") {
+                    close_on_finish = true;
+                } else if self.req_close || self.force_close {
+                    say_close = true;
+                } else if !has_cl {
+                    if has_body {
+                        out.push(("Transfer-Encoding".into(), "chunked"));
+                        self.chunked = true;
+                    }
+                    say_close = true;
+                }
+            }
+        }
+        if say_close {
+            if conn_header.is_none() {
+                out.push(("Connection".into(), "close"));
+            }
+            close_on_finish = true;
+        }
+        if close_on_finish {
+            self.close_on_finish = true;
+        }
+        let ident = self.ctx.ident.as_deref();
+        if !server_set {
+            if let Some(ident) = ident {
+                out.push(("Server".into(), ident));
+            }
+        } else {
+            out.push(("Via".into(), ident.unwrap_or("maitre")));
+        }
+        let now = date::http_date();
+        if !date_set {
+            out.push(("Date".into(), now.as_str()));
+        }
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        let status = self.status.as_deref().unwrap_or("200 OK");
+        let mut head = Vec::with_capacity(128 + out.len() * 32);
+        head.extend_from_slice(self.version.as_str().as_bytes());
+        head.push(b' ');
+        push_latin1(&mut head, status)?;
+        head.extend_from_slice(b"\r\n");
+        for (k, v) in &out {
+            push_latin1(&mut head, k)?;
+            head.extend_from_slice(b": ");
+            push_latin1(&mut head, v)?;
+            head.extend_from_slice(b"\r\n");
+        }
+        head.extend_from_slice(b"\r\n");
+        Ok(head)
+    }
+
+    /// `write(data)`: the headers first (once), then the body bytes framed as the head says.
+    pub fn write(&mut self, py: Python<'_>, data: &Bound<'_, PyAny>) -> PyResult<()> {
+        if !self.started {
+            return Err(PyRuntimeError::new_err(
+                "start_response was not called before body written",
+            ));
+        }
+        if let Ok(b) = data.downcast::<PyBytes>() {
+            return self.write_bytes(py, b.as_bytes());
+        }
+        if let Ok(b) = data.downcast::<PyByteArray>() {
+            let v = b.to_vec();
+            return self.write_bytes(py, &v);
+        }
+        // Waitress sends the headers before it looks at the data.
+        self.write_bytes(py, b"")?;
+        Err(PyTypeError::new_err(format!(
+            "a bytes-like object is required, not '{}'",
+            data.get_type().name()?
+        )))
+    }
+
+    pub fn write_bytes(&mut self, py: Python<'_>, data: &[u8]) -> PyResult<()> {
+        if !self.started {
+            return Err(PyRuntimeError::new_err(
+                "start_response was not called before body written",
+            ));
+        }
+        let head = if self.wrote_header {
+            None
+        } else {
+            let h = self.build_head()?;
+            self.wrote_header = true;
+            Some(h)
+        };
+        let mut size_line = [0u8; 20];
+        let mut parts: [&[u8]; 4] = [b""; 4];
+        let mut n = 0;
+        if let Some(h) = &head {
+            parts[0] = h;
+            n = 1;
+        }
+        if !data.is_empty() && self.has_body() {
+            if self.chunked {
+                if !self.head_request {
+                    let len = hex_size(&mut size_line, data.len());
+                    parts[n] = &size_line[..len];
+                    parts[n + 1] = data;
+                    parts[n + 2] = b"\r\n";
+                    n += 3;
+                }
+            } else if let Some(cl) = self.content_length {
+                let room = cl.saturating_sub(self.written);
+                let take = (data.len() as u64).min(room) as usize;
+                if take < data.len() && !self.logged_excess {
+                    self.logged_excess = true;
+                    self.ctx.log(
+                        py,
+                        crate::reactor::LOG_WARNING,
+                        &format!(
+                            "application-written content exceeded the number of bytes specified by Content-Length header ({cl})"
+                        ),
+                    );
+                }
+                self.written += take as u64;
+                if take > 0 && !self.head_request {
+                    parts[n] = &data[..take];
+                    n += 1;
+                }
+            } else if !self.head_request {
+                self.written += data.len() as u64;
+                parts[n] = data;
+                n += 1;
+            }
+        } else if !data.is_empty() {
+            self.written += data.len() as u64;
+            if !self.logged_no_body {
+                self.logged_no_body = true;
+                let status = self.status.clone().unwrap_or_default();
+                self.ctx.log(
+                    py,
+                    crate::reactor::LOG_WARNING,
+                    &format!(
+                        "application-written content was ignored due to HTTP response that may not contain a message-body: ({status})"
+                    ),
+                );
+            }
+        }
+        self.send(py, &parts[..n])
+    }
+
+    fn send(&self, py: Python<'_>, parts: &[&[u8]]) -> PyResult<()> {
+        if parts.iter().all(|p| p.is_empty()) {
+            return Ok(());
+        }
+        let conn = &self.conn;
+        let st = conn.lock();
+        let st = conn
+            .send(st, parts)
+            .map_err(|_| ClientDisconnected::new_err("Client disconnected"))?;
+        let limit = self.ctx.outbuf_high_watermark;
+        if st.out.len() > limit {
+            drop(st);
+            py.allow_threads(|| conn.wait_below(conn.lock(), limit).map(drop))
+                .map_err(|_| ClientDisconnected::new_err("Client disconnected"))?;
+        }
+        Ok(())
+    }
+
+    /// After the app_iter: send the headers if nothing was written, and the last chunk.
+    pub fn finish(&mut self, py: Python<'_>) -> PyResult<()> {
+        if !self.wrote_header {
+            self.write_bytes(py, b"")?;
+        }
+        if self.chunked && !self.head_request {
+            self.send(py, &[b"0\r\n\r\n"])?;
+        }
+        Ok(())
+    }
+
+    /// Answers with an error response (500 from a failing app) and marks the connection to close.
+    pub fn send_error(&mut self, code: u16, detail: &str) {
+        let bytes = error::error_response(
+            self.version,
+            code,
+            detail,
+            self.ctx.ident.as_deref(),
+            date::http_date().as_str(),
+        );
+        self.wrote_header = true;
+        self.close_on_finish = true;
+        let st = self.conn.lock();
+        drop(self.conn.send(st, &[&bytes]));
+    }
+
+    /// The too-few-bytes rule after the app_iter is exhausted.
+    fn check_length(&mut self, py: Python<'_>) {
+        if let Some(cl) = self.content_length {
+            if self.written != cl {
+                self.close_on_finish = true;
+                if !self.head_request {
+                    let msg = format!(
+                        "application returned too few bytes ({}) for specified Content-Length ({cl}) via app_iter",
+                        self.written
+                    );
+                    self.ctx.log(py, crate::reactor::LOG_WARNING, &msg);
+                }
+            }
+        }
+    }
+
+    fn remove_content_length(&mut self) {
+        self.headers.retain(|(k, _)| !k.eq_ignore_ascii_case("content-length"));
+    }
+}
+
+/// `start_response` handed to the app; `write` is its bound method.
+#[pyclass(module = "maitre._core")]
+pub struct StartResponse {
+    inner: Option<Response>,
+}
+
+impl StartResponse {
+    pub fn new(resp: Response) -> Self {
+        StartResponse { inner: Some(resp) }
+    }
+
+    /// Takes the response back after the app is done.
+    pub fn take(&mut self) -> Response {
+        self.inner.take().expect("response taken once")
+    }
+
+    fn get(&mut self) -> PyResult<&mut Response> {
+        self.inner
+            .as_mut()
+            .ok_or_else(|| PyRuntimeError::new_err("the response is already finished"))
+    }
+}
+
+#[pymethods]
+impl StartResponse {
+    #[pyo3(signature = (status, headers, exc_info=None))]
+    fn __call__(
+        mut slf: PyRefMut<'_, Self>,
+        status: &Bound<'_, PyAny>,
+        headers: &Bound<'_, PyAny>,
+        exc_info: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<PyObject> {
+        let py = slf.py();
+        let resp = slf.get()?;
+        let exc_info = exc_info.filter(|e| !e.is_none());
+        match exc_info {
+            None if resp.started => {
+                return Err(PyAssertionError::new_err(
+                    "start_response was called a second time without providing exc_info.",
+                ));
+            }
+            Some(info) => {
+                if resp.wrote_header {
+                    let value = info.get_item(1)?;
+                    return Err(PyErr::from_value(value));
+                }
+                // Per PEP 3333 the headers set so far are replaced.
+                resp.headers.clear();
+            }
+            None => {}
+        }
+        resp.start(py, status, headers)?;
+        let this: Bound<'_, StartResponse> = slf.into_pyobject(py)?;
+        Ok(this.getattr(pyo3::intern!(py, "write"))?.unbind())
+    }
+
+    fn write(&mut self, py: Python<'_>, data: &Bound<'_, PyAny>) -> PyResult<()> {
+        self.get()?.write(py, data)
+    }
+}
+
+/// Sends the app_iter: the file_wrapper fast path, or iteration with Waitress's rules.
+pub fn send_app_iter(py: Python<'_>, sr: &Py<StartResponse>, app_iter: &Bound<'_, PyAny>) -> PyResult<()> {
+    if let Ok(fw) = app_iter.downcast::<FileWrapper>() {
+        let cl = sr.borrow_mut(py).get()?.content_length;
+        let size = fw.borrow().prepare(py, cl)?;
+        if size > 0 {
+            {
+                let mut guard = sr.borrow_mut(py);
+                let r = guard.get()?;
+                if cl != Some(size) {
+                    if cl.is_some() {
+                        r.remove_content_length();
+                    }
+                    r.content_length = Some(size);
+                }
+                r.write_bytes(py, b"")?;
+            }
+            let mut remain = size;
+            while remain > 0 {
+                let block = fw.borrow().read_block(py, remain)?;
+                let Some(block) = block else { break };
+                let data = block.bind(py).as_bytes();
+                remain = remain.saturating_sub(data.len() as u64);
+                let mut guard = sr.borrow_mut(py);
+                guard.get()?.write_bytes(py, data)?;
+            }
+            return Ok(());
+        }
+    }
+    let mut first = true;
+    for item in app_iter.try_iter()? {
+        let chunk = item?;
+        let mut guard = sr.try_borrow_mut(py)?;
+        let r = guard.get()?;
+        if first {
+            first = false;
+            if r.content_length.is_none() && app_iter.len().ok() == Some(1) {
+                r.content_length = Some(chunk.len()? as u64);
+            }
+        }
+        if let Ok(b) = chunk.downcast::<PyBytes>() {
+            if !b.as_bytes().is_empty() {
+                r.write_bytes(py, b.as_bytes())?;
+            }
+        } else if chunk.len()? > 0 {
+            r.write(py, &chunk)?;
+        }
+    }
+    let mut guard = sr.try_borrow_mut(py)?;
+    guard.get()?.check_length(py);
+    Ok(())
+}
+
+/// `x-api-KEY` → `X-Api-Key`, as Python's `str.capitalize` on each dash-separated part.
+fn capitalize_name(name: &str) -> String {
+    let mut out = String::with_capacity(name.len());
+    for (i, part) in name.split('-').enumerate() {
+        if i > 0 {
+            out.push('-');
+        }
+        let mut chars = part.chars();
+        if let Some(c) = chars.next() {
+            out.extend(c.to_uppercase());
+            for c in chars {
+                out.extend(c.to_lowercase());
+            }
+        }
+    }
+    out
+}
+
+fn push_latin1(out: &mut Vec<u8>, s: &str) -> PyResult<()> {
+    if s.is_ascii() {
+        out.extend_from_slice(s.as_bytes());
+        return Ok(());
+    }
+    for c in s.chars() {
+        let c = c as u32;
+        if c > 0xFF {
+            return Err(PyValueError::new_err(format!(
+                "'latin-1' codec can't encode character '\\u{c:04x}': ordinal not in range(256)"
+            )));
+        }
+        out.push(c as u8);
+    }
+    Ok(())
+}
+
+/// Writes `n` as upper-case hex followed by CRLF; returns the length used.
+fn hex_size(buf: &mut [u8; 20], n: usize) -> usize {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    let mut digits = [0u8; 16];
+    let mut i = 16;
+    let mut v = n;
+    loop {
+        i -= 1;
+        digits[i] = HEX[v & 0xF];
+        v >>= 4;
+        if v == 0 {
+            break;
+        }
+    }
+    let len = 16 - i;
+    buf[..len].copy_from_slice(&digits[i..]);
+    buf[len] = b'\r';
+    buf[len + 1] = b'\n';
+    len + 2
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn capitalizes_like_python() {
+        assert_eq!(capitalize_name("x-api-KEY"), "X-Api-Key");
+        assert_eq!(capitalize_name("content-length"), "Content-Length");
+        assert_eq!(capitalize_name("ETAG"), "Etag");
+    }
+
+    #[test]
+    fn hex_sizes() {
+        let mut b = [0u8; 20];
+        let n = hex_size(&mut b, 255);
+        assert_eq!(&b[..n], b"FF\r\n");
+        let n = hex_size(&mut b, 0);
+        assert_eq!(&b[..n], b"0\r\n");
+    }
+}

@@ -1,0 +1,1 @@
+"""Helpers shared by maitre's end-to-end tests (server subprocesses, raw HTTP, the Waitress sdist)."""
