@@ -2,9 +2,10 @@
 //! runs the app for them in order under the GIL, and writes the responses.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use pyo3::prelude::*;
 
@@ -15,11 +16,16 @@ use crate::wsgi::{self, Ctx, Outcome};
 
 /// Resume a paused connection once its queue is this short.
 const RESUME_BELOW: usize = 16;
+/// How long queued work waits for the active worker before another worker steps in.
+const HELP_AFTER: Duration = Duration::from_millis(2);
 
 /// The worker pool; also the event loop's [`Dispatch`].
 pub struct Pool {
-    queue: Mutex<VecDeque<Arc<Conn>>>,
+    /// Connections with work, and since when they wait.
+    queue: Mutex<VecDeque<(Arc<Conn>, Instant)>>,
     ready: Condvar,
+    /// Workers running the app (or about to).
+    active: AtomicUsize,
     shutdown: AtomicBool,
     ctx: Arc<Ctx>,
     notifier: OnceLock<Arc<Notifier>>,
@@ -33,6 +39,7 @@ impl Pool {
         Arc::new(Pool {
             queue: Mutex::new(VecDeque::new()),
             ready: Condvar::new(),
+            active: AtomicUsize::new(0),
             shutdown: AtomicBool::new(false),
             ctx,
             notifier: OnceLock::new(),
@@ -57,14 +64,14 @@ impl Pool {
 
     /// Stops the workers: they finish the request they are running and exit. Waits up to
     /// `timeout` for them; a worker stuck in the app is left behind, as Waitress leaves it.
-    pub fn stop(&self, timeout: std::time::Duration) {
+    pub fn stop(&self, timeout: Duration) {
         self.shutdown.store(true, Ordering::SeqCst);
         self.ready.notify_all();
         let handles = std::mem::take(&mut *self.handles.lock().unwrap_or_else(|p| p.into_inner()));
-        let deadline = std::time::Instant::now() + timeout;
+        let deadline = Instant::now() + timeout;
         for h in handles {
-            while !h.is_finished() && std::time::Instant::now() < deadline {
-                std::thread::sleep(std::time::Duration::from_millis(5));
+            while !h.is_finished() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(5));
             }
             if h.is_finished() {
                 let _ = h.join();
@@ -76,41 +83,59 @@ impl Pool {
         self.notifier.get().expect("pool started")
     }
 
-    fn next(&self, block: bool) -> Option<Arc<Conn>> {
+    /// Takes the next connection without waiting.
+    fn try_next(&self) -> Option<Arc<Conn>> {
+        let mut q = self.queue.lock().unwrap_or_else(|p| p.into_inner());
+        q.pop_front().map(|(c, _)| c)
+    }
+
+    /// Waits for work (without the GIL). While another worker is running the app, queued work
+    /// is left to it unless it has waited for more than [`HELP_AFTER`]: one worker serving a fast
+    /// app back to back beats several fighting over the GIL, but a slow or blocking app must not
+    /// hold up other connections.
+    fn next(&self) -> Option<Arc<Conn>> {
         let mut q = self.queue.lock().unwrap_or_else(|p| p.into_inner());
         loop {
             if self.shutdown.load(Ordering::SeqCst) {
                 return None;
             }
-            if let Some(c) = q.pop_front() {
-                if !q.is_empty() {
-                    // More work is waiting: let another worker take it (a slow app must not
-                    // hold up other connections).
-                    self.ready.notify_one();
+            let active = self.active.load(Ordering::SeqCst);
+            if let Some(&(_, since)) = q.front() {
+                if active == 0 || since.elapsed() >= HELP_AFTER {
+                    self.active.fetch_add(1, Ordering::SeqCst);
+                    let conn = q.pop_front().map(|(c, _)| c);
+                    if !q.is_empty() {
+                        // Still more: another idle worker keeps watch in turn.
+                        self.ready.notify_one();
+                    }
+                    return conn;
                 }
-                return Some(c);
+                q = self
+                    .ready
+                    .wait_timeout(q, HELP_AFTER)
+                    .unwrap_or_else(|p| p.into_inner())
+                    .0;
+            } else {
+                q = self.ready.wait(q).unwrap_or_else(|p| p.into_inner());
             }
-            if !block {
-                return None;
-            }
-            q = self.ready.wait(q).unwrap_or_else(|p| p.into_inner());
         }
     }
 
     fn work(self: Arc<Self>) {
-        while let Some(conn) = self.next(true) {
-            Python::with_gil(|py| {
-                let mut conn = conn;
+        // One Python thread state for the worker's whole life; the GIL is released only while
+        // waiting for work.
+        Python::with_gil(|py| {
+            while let Some(mut conn) = py.allow_threads(|| self.next()) {
                 loop {
                     self.serve(py, &conn);
-                    // Keep the GIL while more work is queued: one acquisition for a batch.
-                    match self.next(false) {
+                    match self.try_next() {
                         Some(c) => conn = c,
                         None => break,
                     }
                 }
-            });
-        }
+                self.active.fetch_sub(1, Ordering::SeqCst);
+            }
+        });
     }
 
     /// Serves `conn`'s queue until it is empty or the connection must close.
@@ -174,9 +199,14 @@ impl Pool {
 impl Dispatch for Pool {
     fn dispatch(&self, conn: Arc<Conn>) {
         let mut q = self.queue.lock().unwrap_or_else(|p| p.into_inner());
-        q.push_back(conn);
+        let was_empty = q.is_empty();
+        q.push_back((conn, Instant::now()));
         drop(q);
-        self.ready.notify_one();
+        // Nobody is serving: wake a worker. Somebody is: wake one only for the first item, so
+        // it can step in if the active worker turns out to be stuck in a slow app.
+        if was_empty || self.active.load(Ordering::SeqCst) == 0 {
+            self.ready.notify_one();
+        }
     }
 
     fn tick(&self) -> bool {

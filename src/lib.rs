@@ -27,7 +27,10 @@ mod module {
         m.add_class::<crate::server::Engine>()?;
         m.add_class::<crate::wsgi::file_wrapper::FileWrapper>()?;
         m.add_class::<crate::wsgi::input::InputStream>()?;
-        m.add("ClientDisconnected", m.py().get_type::<crate::wsgi::ClientDisconnected>())?;
+        m.add(
+            "ClientDisconnected",
+            m.py().get_type::<crate::wsgi::ClientDisconnected>(),
+        )?;
         Ok(())
     }
 }

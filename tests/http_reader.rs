@@ -59,11 +59,7 @@ fn summarize(req: Request) -> Out {
         uri: h.request_uri,
         path: h.path,
         query: h.query,
-        headers: h
-            .headers
-            .into_iter()
-            .map(|x| (x.key.into_owned(), x.value))
-            .collect(),
+        headers: h.headers.into_iter().map(|x| (x.key.into_owned(), x.value)).collect(),
         body: body_bytes(req.body),
         close: h.connection_close,
         keep_alive: h.connection_keep_alive,
@@ -108,6 +104,23 @@ fn run_split(l: Limits, data: &[u8], pieces: &[usize]) -> (Vec<Out>, usize) {
             return (out, buf.len());
         }
     }
+}
+
+/// Outcomes compared across splits. The one split-dependent case is Waitress's: a chunked body
+/// with a framing error counts every byte received so far against `max_request_body_size`, so
+/// the same malformed oversized body ends as 413 when it arrived in one piece and as the 400
+/// framing error when the bad line came first. Both are an error and a close; they compare equal
+/// here, and nothing else does.
+fn split_class(outs: Vec<Out>) -> Vec<Out> {
+    outs.into_iter()
+        .map(|o| match o {
+            Out::Err(413, _, v) => Out::Err(0, "body rejected".into(), v),
+            Out::Err(400, d, v) if d.starts_with("Invalid chunk") || d == "Chunk not properly terminated" => {
+                Out::Err(0, "body rejected".into(), v)
+            }
+            other => other,
+        })
+        .collect()
 }
 
 fn run(data: &[u8]) -> Vec<Out> {
@@ -200,10 +213,9 @@ fn simple_get() {
 #[test]
 fn common_header_keys_are_static() {
     let mut r = RequestReader::new(limits());
-    let (n, ev) = r.feed(
-        b"GET / HTTP/1.1\r\nHost: a\r\nAccept: */*\r\nContent-Type: x\r\nX-Forwarded-For: 1\r\nX-Odd: 1\r\n\r\n",
-    );
-    assert_eq!(n, 99);
+    let (n, ev) = r
+        .feed(b"GET / HTTP/1.1\r\nHost: a\r\nAccept: */*\r\nContent-Type: x\r\nX-Forwarded-For: 1\r\nX-Odd: 1\r\n\r\n");
+    assert_eq!(n, 87);
     let Event::Request(req) = ev else { panic!() };
     let keys: Vec<_> = req.head.headers.iter().map(|h| &h.key).collect();
     assert!(matches!(keys[0], Cow::Borrowed("HTTP_HOST")));
@@ -219,11 +231,11 @@ fn content_length_body_and_pipelining() {
     let data = b"POST /p HTTP/1.1\r\nContent-Length: 5\r\n\r\nhelloGET /2 HTTP/1.0\r\n\r\nGET /3 HTTP/1.1\r\n";
     let mut r = RequestReader::new(limits());
     let (n, ev) = r.feed(data);
-    assert_eq!(n, 43);
+    assert_eq!(n, 44);
     let Event::Request(req) = ev else { panic!() };
     assert_eq!(body_bytes(req.body), b"hello");
     let (n2, ev) = r.feed(&data[n..]);
-    assert_eq!(n2, 20);
+    assert_eq!(n2, 19);
     let Event::Request(req) = ev else { panic!() };
     assert_eq!(req.head.path, b"/2");
     assert_eq!(req.head.version, V10);
@@ -264,7 +276,17 @@ fn other_versions_answer_as_http10() {
         data.extend_from_slice(b"\r\nExpect: 100-continue\r\nContent-Length: 1\r\n\r\nx");
         let o = run(&data);
         assert_eq!(o.len(), 1, "{o:?}");
-        assert!(matches!(&o[0], Out::Req { version: V10, expect: false, .. }), "{o:?}");
+        assert!(
+            matches!(
+                &o[0],
+                Out::Req {
+                    version: V10,
+                    expect: false,
+                    ..
+                }
+            ),
+            "{o:?}"
+        );
     }
     let o = only_request(b"GET HTTP/1.1\r\n\r\n");
     assert!(matches!(&o, Out::Req { version: V10, path, .. } if path == b"HTTP/1.1"));
@@ -315,10 +337,23 @@ fn target_forms() {
             _ => unreachable!(),
         }
     };
-    assert_eq!(get(b"http://x.com:81/p?q"), (b"/p".to_vec(), b"q".to_vec(), b"http://x.com:81/p?q".to_vec()));
+    assert_eq!(
+        get(b"http://x.com:81/p?q"),
+        (b"/p".to_vec(), b"q".to_vec(), b"http://x.com:81/p?q".to_vec())
+    );
     assert_eq!(get(b"http://x.com").0, b"");
-    assert_eq!(get(b"//x//y?a#b"), (b"/x//y".to_vec(), b"a".to_vec(), b"//x//y?a#b".to_vec()));
-    assert_eq!(get(b"/a%C5%9B;p?x%20y#f"), (b"/a\xc5\x9b;p".to_vec(), b"x%20y".to_vec(), b"/a%C5%9B;p?x%20y#f".to_vec()));
+    assert_eq!(
+        get(b"//x//y?a#b"),
+        (b"/x//y".to_vec(), b"a".to_vec(), b"//x//y?a#b".to_vec())
+    );
+    assert_eq!(
+        get(b"/a%C5%9B;p?x%20y#f"),
+        (
+            b"/a\xc5\x9b;p".to_vec(),
+            b"x%20y".to_vec(),
+            b"/a%C5%9B;p?x%20y#f".to_vec()
+        )
+    );
     assert_eq!(get(b"/a\x00b\x7f").0, b"/a\x00b\x7f");
     assert_eq!(get(b"*").0, b"*");
 }
@@ -339,8 +374,18 @@ fn row_1_2_invalid_content_length() {
         let data = format!("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: {cl}\r\n\r\nabc");
         assert_error(data.as_bytes(), 400, "Content-Length is invalid", V11);
     }
-    assert_error(b"POST / HTTP/1.0\r\nContent-Length: -1\r\n\r\n", 400, "Content-Length is invalid", V10);
-    assert_error(b"POST / HTTP/8.4\r\nContent-Length: x\r\n\r\n", 400, "Content-Length is invalid", V10);
+    assert_error(
+        b"POST / HTTP/1.0\r\nContent-Length: -1\r\n\r\n",
+        400,
+        "Content-Length is invalid",
+        V10,
+    );
+    assert_error(
+        b"POST / HTTP/8.4\r\nContent-Length: x\r\n\r\n",
+        400,
+        "Content-Length is invalid",
+        V10,
+    );
 }
 
 #[test]
@@ -351,7 +396,12 @@ fn row_3_4_duplicate_headers() {
         "Duplicate header: Content-Length",
         V10,
     );
-    assert_error(b"GET / HTTP/1.1\r\nHost: a\r\nhost: b\r\n\r\n", 400, "Duplicate header: host", V10);
+    assert_error(
+        b"GET / HTTP/1.1\r\nHost: a\r\nhost: b\r\n\r\n",
+        400,
+        "Duplicate header: host",
+        V10,
+    );
     assert_error(
         b"GET / HTTP/1.1\r\nContent-Type: a\r\nCONTENT-TYPE: b\r\n\r\n",
         400,
@@ -359,7 +409,12 @@ fn row_3_4_duplicate_headers() {
         V10,
     );
     // The duplicate is found before the request line is examined.
-    assert_error(b"get / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", 400, "Duplicate header: Host", V10);
+    assert_error(
+        b"get / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
+        400,
+        "Duplicate header: Host",
+        V10,
+    );
 }
 
 #[test]
@@ -371,7 +426,7 @@ fn row_5_unsupported_transfer_encoding() {
         b"chunked, gzip",
         b"\x85chunked",
         b"chun\xe2\x84\xaaed",
-        b"chunked, ",
+        b"chunked, , gzip",
         b"chunked;q=1",
     ] {
         let mut data = b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: ".to_vec();
@@ -384,7 +439,12 @@ fn row_5_unsupported_transfer_encoding() {
 #[test]
 fn row_6_chunked_twice() {
     let multiple = "Transfer-Encoding is invalid. Multiple chunked encodings requested.";
-    assert_error(b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked, chunked\r\n\r\n", 501, multiple, V11);
+    assert_error(
+        b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked, chunked\r\n\r\n",
+        501,
+        multiple,
+        V11,
+    );
     assert_error(
         b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: CHUNKED\r\n\r\n",
         501,
@@ -416,7 +476,14 @@ fn row_8_transfer_encoding_ignored_on_10() {
     assert_eq!(o.len(), 1);
     assert_eq!(body_of(&o[0]), b"ab");
     assert_eq!(header(&o[0], "HTTP_TRANSFER_ENCODING"), Some(b"chunked".to_vec()));
-    assert!(matches!(o[0], Out::Req { version: V10, force_close: false, .. }));
+    assert!(matches!(
+        o[0],
+        Out::Req {
+            version: V10,
+            force_close: false,
+            ..
+        }
+    ));
     // Unsupported codings are not rejected on 1.0 either.
     let o = only_request(b"POST / HTTP/1.0\r\nTransfer-Encoding: gzip\r\n\r\n");
     assert_eq!(header(&o, "HTTP_TRANSFER_ENCODING"), Some(b"gzip".to_vec()));
@@ -449,8 +516,18 @@ fn rows_10_to_12_bare_cr_lf() {
         "Bare CR or LF found in header line \"Host: a\rX: b\"",
         V10,
     );
-    assert_error(b"GET /x\n HTTP/1.1\r\n\r\n", 400, "Bare CR or LF found in HTTP message", V10);
-    assert_error(b"GET /x\r HTTP/1.1\r\n\r\n", 400, "Bare CR or LF found in HTTP message", V10);
+    assert_error(
+        b"GET /x\n HTTP/1.1\r\n\r\n",
+        400,
+        "Bare CR or LF found in HTTP message",
+        V10,
+    );
+    assert_error(
+        b"GET /x\r HTTP/1.1\r\n\r\n",
+        400,
+        "Bare CR or LF found in HTTP message",
+        V10,
+    );
     // Bare CR/LF in a header line is reported before an invalid line earlier in the head.
     assert_error(
         b"GET / HTTP/1.1\r\nBad Header\r\nX: a\rb\r\n\r\n",
@@ -479,8 +556,18 @@ fn rows_13_14_16_invalid_header_lines() {
         data.extend_from_slice(b"\r\n\r\n");
         assert_error(&data, 400, "Invalid header", V10);
     }
-    assert_error(b"GET / HTTP/1.1\r\n Host: a\r\n\r\n", 400, "Malformed header line \" Host: a\"", V10);
-    assert_error(b"GET / HTTP/1.1\r\n\tX: \xa0\r\n\r\n", 400, "Malformed header line \"\tX: \u{a0}\"", V10);
+    assert_error(
+        b"GET / HTTP/1.1\r\n Host: a\r\n\r\n",
+        400,
+        "Malformed header line \" Host: a\"",
+        V10,
+    );
+    assert_error(
+        b"GET / HTTP/1.1\r\n\tX: \xa0\r\n\r\n",
+        400,
+        "Malformed header line \"\tX: \u{a0}\"",
+        V10,
+    );
     // A folded continuation carrying a control character makes the joined line invalid.
     assert_error(b"GET / HTTP/1.1\r\nX: a\r\n b\x01\r\n\r\n", 400, "Invalid header", V10);
 }
@@ -525,28 +612,47 @@ fn rows_22_to_25_chunked() {
         d.extend_from_slice(body);
         run(&d)
     };
-    for size in [&b"0x3"[..], b"+3", b"3 ", b"zz", b" 3", b"3 ;a=b", b"-1", b""] {
+    for size in [&b"0x3"[..], b"+3", b"3 ", b"zz", b" 3", b"3 ;a=b", b"-1", b"\t"] {
         let mut body = size.to_vec();
         body.extend_from_slice(b"\r\nabc\r\n0\r\n\r\n");
         let o = chunked(&body);
-        if size.is_empty() {
-            // An empty line before a chunk-size line is skipped.
-            assert_eq!(body_of(&o[0]), b"", "{o:?}");
-            continue;
-        }
-        assert_eq!(o, vec![err(400, "Invalid chunk size", V11)], "{:?}", String::from_utf8_lossy(size));
+        assert_eq!(
+            o,
+            vec![err(400, "Invalid chunk size", V11)],
+            "{:?}",
+            String::from_utf8_lossy(size)
+        );
     }
-    for ext in [&b"3;a="[..], b"3;a=\x00", b"3;", b"3;a=\"b", b"3;a b", b"3;=b", b"zz;a=\"\x01\""] {
+    for ext in [
+        &b"3;a="[..],
+        b"3;a=\x00",
+        b"3;",
+        b"3;a=\"b",
+        b"3;a b",
+        b"3;=b",
+        b"zz;a=\"\x01\"",
+    ] {
         let mut body = ext.to_vec();
         body.extend_from_slice(b"\r\nabc\r\n0\r\n\r\n");
-        assert_eq!(chunked(&body), vec![err(400, "Invalid chunk extension", V11)], "{:?}", String::from_utf8_lossy(ext));
+        assert_eq!(
+            chunked(&body),
+            vec![err(400, "Invalid chunk extension", V11)],
+            "{:?}",
+            String::from_utf8_lossy(ext)
+        );
     }
     let o = chunked(b"3;a=\"b c\";d;e=f;g=\"\\\"\"\r\nabc\r\n0;x=y\r\n\r\n");
     assert_eq!(body_of(&o[0]), b"abc");
     assert_eq!(header(&o[0], "CONTENT_LENGTH"), Some(b"3".to_vec()));
     assert_eq!(header(&o[0], "HTTP_TRANSFER_ENCODING"), None);
-    assert_eq!(chunked(b"3\r\nabcX\r\n"), vec![err(400, "Chunk not properly terminated", V11)]);
-    assert_eq!(chunked(b"3\r\nabc\r\r\n"), vec![err(400, "Chunk not properly terminated", V11)]);
+    assert_eq!(
+        chunked(b"3\r\nabcX\r\n"),
+        vec![err(400, "Chunk not properly terminated", V11)]
+    );
+    assert_eq!(
+        chunked(b"3\r\nabc\r\r\n"),
+        vec![err(400, "Chunk not properly terminated", V11)]
+    );
     // Trailers, including malformed ones, are read and discarded.
     let o = chunked(b"3\r\nabc\r\n0\r\nX-T: 1\r\nnot a header\x01\r\n\r\nGET /next HTTP/1.1\r\n\r\n");
     assert_eq!(o.len(), 2);
@@ -565,7 +671,10 @@ fn row_26_body_too_large() {
         vec![err(413, "exceeds max_body of 10", V11)]
     );
     assert_eq!(
-        run_with(l.clone(), b"POST / HTTP/1.0\r\nContent-Length: 99999999999999999999999999\r\n\r\n"),
+        run_with(
+            l.clone(),
+            b"POST / HTTP/1.0\r\nContent-Length: 99999999999999999999999999\r\n\r\n"
+        ),
         vec![err(413, "exceeds max_body of 10", V10)]
     );
     let o = run_with(l.clone(), b"POST / HTTP/1.1\r\nContent-Length: 9\r\n\r\n123456789");
@@ -573,16 +682,25 @@ fn row_26_body_too_large() {
     // Chunked: raw bytes (framing included) reaching the limit.
     // "1\r\na\r\n" (6) + "0\r\n\r\n" (5) = 11 >= 10.
     assert_eq!(
-        run_with(l.clone(), b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n1\r\na\r\n0\r\n\r\n"),
+        run_with(
+            l.clone(),
+            b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n1\r\na\r\n0\r\n\r\n"
+        ),
         vec![err(413, "exceeds max_body of 10", V11)]
     );
     let l12 = small(1000, 12);
-    let o = run_with(l12, b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n1\r\na\r\n0\r\n\r\n");
+    let o = run_with(
+        l12,
+        b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n1\r\na\r\n0\r\n\r\n",
+    );
     assert_eq!(body_of(&o[0]), b"a");
     // A chunk size that would pass the limit: 413 at once, no overflow for huge sizes.
     for size in ["ffffffffffffffffffffffffffffffffffffffff", "10000000000000003", "b"] {
         let data = format!("POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n{size}\r\n");
-        assert_eq!(run_with(l.clone(), data.as_bytes()), vec![err(413, "exceeds max_body of 10", V11)]);
+        assert_eq!(
+            run_with(l.clone(), data.as_bytes()),
+            vec![err(413, "exceeds max_body of 10", V11)]
+        );
     }
     // An error before the limit is reported as such.
     assert_eq!(
@@ -601,7 +719,10 @@ fn row_27_header_too_large() {
         vec![err(431, &format!("exceeds max_header of {n}"), V10)]
     );
     // Without a terminator: waits below the limit, 431 at it.
-    assert_eq!(run_with(small(10, 100), b"GET / HTTP"), vec![err(431, "exceeds max_header of 10", V10)]);
+    assert_eq!(
+        run_with(small(10, 100), b"GET / HTTP"),
+        vec![err(431, "exceeds max_header of 10", V10)]
+    );
     assert_eq!(run_with(small(11, 100), b"GET / HTTP"), vec![]);
     // Always HTTP/1.0 and whatever the bytes are.
     assert_eq!(
@@ -614,7 +735,10 @@ fn row_27_header_too_large() {
         b"POST / HTTP/1.1\r\nContent-Length: 1\r\n\r\nxyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyy",
     );
     assert_eq!(o.len(), 1, "{o:?}"); // head is 38 bytes: 431 for the first
-    let o = run_with(small(40, 1000), b"POST / HTTP/1.1\r\nContent-Length: 1\r\n\r\nxyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyy");
+    let o = run_with(
+        small(40, 1000),
+        b"POST / HTTP/1.1\r\nContent-Length: 1\r\n\r\nxyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyy",
+    );
     assert_eq!(o.len(), 2);
     assert_eq!(o[1], err(431, "exceeds max_header of 40", V10));
 }
@@ -624,10 +748,10 @@ fn row_28_nothing_after_an_error() {
     let data = b"POST / HTTP/1.1\r\nContent-length: -1\r\n\r\nPOST / HTTP/1.1\r\nContent-Length: 1\r\n\r\nx";
     let mut r = RequestReader::new(limits());
     let (n, ev) = r.feed(data);
-    assert_eq!(n, 40);
+    assert_eq!(n, 39);
     assert!(matches!(ev, Event::Error(HttpError { code: 400, .. })));
     for _ in 0..3 {
-        let (n, ev) = r.feed(&data[40..]);
+        let (n, ev) = r.feed(&data[39..]);
         assert_eq!(n, 0);
         assert!(matches!(ev, Event::Error(ref e) if e.detail == "Content-Length is invalid"));
     }
@@ -658,7 +782,10 @@ fn row_29_expect_continue() {
         vec![err(400, "Content-Length is invalid", V11)]
     );
     assert_eq!(
-        run_with(small(1000, 5), b"POST / HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n"),
+        run_with(
+            small(1000, 5),
+            b"POST / HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n"
+        ),
         vec![err(413, "exceeds max_body of 5", V11)]
     );
     // Other values and HTTP/1.0 do not ask.
@@ -789,16 +916,16 @@ fn split_corpus() -> Vec<(Limits, Vec<u8>)> {
 #[test]
 fn every_split_gives_the_same_outcome() {
     for (l, input) in split_corpus() {
-        let (whole, _) = run_split(l.clone(), &input, &[]);
-        let (bytewise, _) = run_split(l.clone(), &input, &vec![1; input.len()]);
+        let whole = split_class(run_split(l.clone(), &input, &[]).0);
+        let bytewise = split_class(run_split(l.clone(), &input, &vec![1; input.len()]).0);
         assert_eq!(bytewise, whole, "byte by byte: {:?}", String::from_utf8_lossy(&input));
         for cut in 0..=input.len() {
-            let (two, _) = run_split(l.clone(), &input, &[cut]);
+            let two = split_class(run_split(l.clone(), &input, &[cut]).0);
             assert_eq!(two, whole, "cut at {cut}: {:?}", String::from_utf8_lossy(&input));
         }
         for (a, b) in [(2usize, 3usize), (5, 7), (13, 1)] {
             let pieces: Vec<usize> = (0..input.len()).map(|i| if i % 2 == 0 { a } else { b }).collect();
-            let (many, _) = run_split(l.clone(), &input, &pieces);
+            let many = split_class(run_split(l.clone(), &input, &pieces).0);
             assert_eq!(many, whole, "pieces {a}/{b}: {:?}", String::from_utf8_lossy(&input));
         }
     }
@@ -809,7 +936,10 @@ struct Lcg(u64);
 
 impl Lcg {
     fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+        self.0 = self
+            .0
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
         self.0 >> 33
     }
     fn below(&mut self, n: usize) -> usize {
@@ -836,11 +966,11 @@ fn mutated_inputs_never_panic_and_split_consistently() {
                 _ => {}
             }
         }
-        let (whole, _) = run_split(l.clone(), &s, &[]);
-        let (bytewise, _) = run_split(l.clone(), &s, &vec![1; s.len()]);
+        let whole = split_class(run_split(l.clone(), &s, &[]).0);
+        let bytewise = split_class(run_split(l.clone(), &s, &vec![1; s.len()]).0);
         assert_eq!(bytewise, whole, "{:?}", String::from_utf8_lossy(&s));
         let cut = rng.below(s.len() + 1);
-        let (two, _) = run_split(l.clone(), &s, &[cut]);
+        let two = split_class(run_split(l.clone(), &s, &[cut]).0);
         assert_eq!(two, whole, "cut {cut}: {:?}", String::from_utf8_lossy(&s));
     }
 }
@@ -852,8 +982,29 @@ fn error_response_for_a_reader_error() {
     let Event::Error(e) = ev else { panic!() };
     let date = "Sun, 22 Nov 2026 04:15:48 GMT";
     let got = e.to_response(Some("waitress"), date);
-    let expected = b"HTTP/1.0 400 Bad Request\r\nConnection: close\r\nContent-Length: 64\r\n\
+    let expected = b"HTTP/1.0 400 Bad Request\r\nConnection: close\r\nContent-Length: 56\r\n\
 Content-Type: text/plain; charset=utf-8\r\nDate: Sun, 22 Nov 2026 04:15:48 GMT\r\nServer: waitress\r\n\r\n\
 Bad Request\r\n\r\nInvalid header\r\n\r\n(generated by waitress)";
     assert_eq!(String::from_utf8_lossy(&got), String::from_utf8_lossy(expected));
+}
+
+#[test]
+fn malformed_chunked_body_over_the_limit_is_413_when_received_at_once() {
+    // Waitress's functional suite: `20;` (an invalid empty extension) repeated past a 1000-byte
+    // limit, sent in one piece, is answered 413 because the whole buffer counts first.
+    let l = Limits {
+        max_request_header_size: 1000,
+        max_request_body_size: 1000,
+        inbuf_overflow: 524_288,
+    };
+    let mut data = b"GET / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+    let repeat = b"20;\r\nThis string has 32 characters.\r\n";
+    for _ in 0..(1050 / repeat.len() + 1) {
+        data.extend_from_slice(repeat);
+    }
+    let (outs, _) = run_split(l.clone(), &data, &[]);
+    assert!(matches!(outs.as_slice(), [Out::Err(413, d, Version::Http11)] if d == "exceeds max_body of 1000"));
+    // The same bad line alone (well under the limit) is the framing error.
+    let (outs, _) = run_split(l, b"GET / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n20;\r\n", &[]);
+    assert!(matches!(outs.as_slice(), [Out::Err(400, d, Version::Http11)] if d == "Invalid chunk extension"));
 }

@@ -15,7 +15,7 @@ import time
 
 import pytest
 from apps.wire import make_app
-from support.http import Conn, error_body, exchange
+from support.http import Conn, error_body, exchange, wait_until
 from support.server import IDENT, IS_WAITRESS, expect, proc_cpu_seconds, start_server
 
 ERROR_HEADERS = ["connection", "content-length", "content-type", "date", "server"]
@@ -476,3 +476,17 @@ def test_chunked_response_closes_http11(servers):
     assert resp.chunked and resp.chunks == [b"one,", b"two,", b"three"]
     assert resp.header("Connection") == "close"
     assert closed
+
+
+def test_32_hop_by_hop_logged_at_error(tmp_path):
+    log = tmp_path / "server.log"
+    handle = start_server(make_app(), log_file=str(log))
+    try:
+        resp, closed = exchange(handle.addr, b"GET /hop/Connection HTTP/1.1\r\nHost: a\r\n\r\n")
+        _check_error(resp, closed, Err(500, "HTTP/1.1", ISE_DETAIL))
+        assert wait_until(lambda: "hop-by-hop" in log.read_text(), 5), log.read_text()
+        text = log.read_text()
+        assert f"ERROR:{IDENT}:Exception while serving /hop/Connection" in text, text
+        assert "Connection is a \"hop-by-hop\" header" in text, text
+    finally:
+        handle.stop()

@@ -53,7 +53,8 @@ impl BodySink {
         };
         match expected {
             Some(n) if n > overflow as u64 => sink.file = Some(tempfile::tempfile()?),
-            Some(n) => sink.mem.reserve_exact(n as usize),
+            // Capped: the length is the client's claim until the bytes arrive.
+            Some(n) => sink.mem.reserve_exact(n.min(1 << 20) as usize),
             None => {}
         }
         Ok(sink)
@@ -89,10 +90,7 @@ impl BodySink {
         match self.file {
             Some(mut file) => {
                 file.seek(SeekFrom::Start(0))?;
-                Ok(Body::File {
-                    file,
-                    len: self.len,
-                })
+                Ok(Body::File { file, len: self.len })
             }
             None => Ok(Body::Memory(self.mem)),
         }
@@ -139,9 +137,7 @@ impl Ext {
             Token if is_tchar(b) => Token,
             Quoted if b == b'"' => QuoteEnd,
             Quoted if b == b'\\' => Escape,
-            Quoted if matches!(b, b'\t' | b' ' | 0x21 | 0x23..=0x5b | 0x5d..=0x7e | 0x80..=0xff) => {
-                Quoted
-            }
+            Quoted if matches!(b, b'\t' | b' ' | 0x21 | 0x23..=0x5b | 0x5d..=0x7e | 0x80..=0xff) => Quoted,
             Escape if matches!(b, b'\t' | b' ' | 0x21..=0x7e | 0x80..=0xff) => Quoted,
             _ => Bad,
         }
@@ -284,8 +280,7 @@ impl ChunkedDecoder {
                     i += 1;
                     *n += 1;
                     *window = (*window << 8) | u32::from(b);
-                    let done = (*n == 2 && *window & 0xffff == 0x0d0a)
-                        || (*n >= 4 && *window == 0x0d0a_0d0a);
+                    let done = (*n == 2 && *window & 0xffff == 0x0d0a) || (*n >= 4 && *window == 0x0d0a_0d0a);
                     if done {
                         self.state = ChunkState::Done;
                         return Ok((i, Step::Done));

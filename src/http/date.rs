@@ -25,8 +25,7 @@ impl HttpDate {
     pub fn from_unix(secs: u64) -> HttpDate {
         const DAYS: [&[u8; 3]; 7] = [b"Thu", b"Fri", b"Sat", b"Sun", b"Mon", b"Tue", b"Wed"];
         const MONTHS: [&[u8; 3]; 12] = [
-            b"Jan", b"Feb", b"Mar", b"Apr", b"May", b"Jun", b"Jul", b"Aug", b"Sep", b"Oct", b"Nov",
-            b"Dec",
+            b"Jan", b"Feb", b"Mar", b"Apr", b"May", b"Jun", b"Jul", b"Aug", b"Sep", b"Oct", b"Nov", b"Dec",
         ];
         let days = secs / 86_400;
         let rem = secs % 86_400;
@@ -107,10 +106,22 @@ mod tests {
     #[test]
     fn known_dates() {
         assert_eq!(HttpDate::from_unix(0).as_str(), "Thu, 01 Jan 1970 00:00:00 GMT");
-        assert_eq!(HttpDate::from_unix(1_795_320_948).as_str(), "Sun, 22 Nov 2026 04:15:48 GMT");
-        assert_eq!(HttpDate::from_unix(951_782_400).as_str(), "Tue, 29 Feb 2000 00:00:00 GMT");
-        assert_eq!(HttpDate::from_unix(4_133_980_799).as_str(), "Fri, 31 Dec 2100 23:59:59 GMT");
-        assert_eq!(HttpDate::from_unix(784_111_777).as_str(), "Sun, 06 Nov 1994 08:49:37 GMT");
+        assert_eq!(
+            HttpDate::from_unix(1_795_320_948).as_str(),
+            "Sun, 22 Nov 2026 04:15:48 GMT"
+        );
+        assert_eq!(
+            HttpDate::from_unix(951_782_400).as_str(),
+            "Tue, 29 Feb 2000 00:00:00 GMT"
+        );
+        assert_eq!(
+            HttpDate::from_unix(4_133_980_799).as_str(),
+            "Fri, 31 Dec 2100 23:59:59 GMT"
+        );
+        assert_eq!(
+            HttpDate::from_unix(784_111_777).as_str(),
+            "Sun, 06 Nov 1994 08:49:37 GMT"
+        );
     }
 
     #[test]

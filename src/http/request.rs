@@ -51,10 +51,7 @@ pub struct RequestHead {
 impl RequestHead {
     /// The value of the header with environ key `key` (e.g. `HTTP_HOST`, `CONTENT_TYPE`).
     pub fn header(&self, key: &str) -> Option<&[u8]> {
-        self.headers
-            .iter()
-            .find(|h| h.key == key)
-            .map(|h| h.value.as_slice())
+        self.headers.iter().find(|h| h.key == key).map(|h| h.value.as_slice())
     }
 }
 
@@ -290,8 +287,7 @@ fn remove_header(headers: &mut Vec<Header>, key: &str) -> Option<Vec<u8>> {
 /// line, the target, Transfer-Encoding (1.1), Content-Length, and the body-size limit.
 pub(crate) fn parse_head(block: &[u8], max_body: u64) -> Result<(RequestHead, Framing), HttpError> {
     let v10 = Version::Http10;
-    let idx = find_crlf(block, 0)
-        .ok_or_else(|| HttpError::bad_request("HTTP message header invalid", v10))?;
+    let idx = find_crlf(block, 0).ok_or_else(|| HttpError::bad_request("HTTP message header invalid", v10))?;
     let mut first_line = &block[..idx];
     while let [rest @ .., last] = first_line {
         if !is_py_space(*last) {
@@ -352,8 +348,7 @@ pub(crate) fn parse_head(block: &[u8], max_body: u64) -> Result<(RequestHead, Fr
     let (method, target, version_bytes) = crack_request_line(first_line)?;
     let is_11 = version_bytes == Some(b"1.1".as_slice());
     let version = if is_11 { Version::Http11 } else { Version::Http10 };
-    let (path, query) = uri::split_target(target)
-        .map_err(|_| HttpError::bad_request("Bad URI", version))?;
+    let (path, query) = uri::split_target(target).map_err(|_| HttpError::bad_request("Bad URI", version))?;
 
     let connection = headers
         .iter()
@@ -408,17 +403,13 @@ pub(crate) fn parse_head(block: &[u8], max_body: u64) -> Result<(RequestHead, Fr
         if cl.is_empty() || !cl.iter().all(u8::is_ascii_digit) {
             return Err(HttpError::bad_request("Content-Length is invalid", version));
         }
-        let cl = cl.iter().fold(0u64, |n, &d| {
-            n.saturating_mul(10).saturating_add(u64::from(d - b'0'))
-        });
+        let cl = cl
+            .iter()
+            .fold(0u64, |n, &d| n.saturating_mul(10).saturating_add(u64::from(d - b'0')));
         if cl == 0 {
             Framing::None
         } else if cl >= max_body {
-            return Err(HttpError::new(
-                413,
-                format!("exceeds max_body of {max_body}"),
-                version,
-            ));
+            return Err(HttpError::new(413, format!("exceeds max_body of {max_body}"), version));
         } else {
             Framing::Length(cl)
         }
@@ -441,8 +432,7 @@ pub(crate) fn parse_head(block: &[u8], max_body: u64) -> Result<(RequestHead, Fr
 
 /// Matches one logical header line and stores it (join, or [main]'s duplicate rejection).
 fn add_field(set: &mut HeaderSet, line: &[u8]) -> Result<(), HttpError> {
-    let (name, value) =
-        match_field(line).ok_or_else(|| HttpError::bad_request("Invalid header", Version::Http10))?;
+    let (name, value) = match_field(line).ok_or_else(|| HttpError::bad_request("Invalid header", Version::Http10))?;
     if name.contains(&b'_') {
         return Ok(());
     }
@@ -479,10 +469,7 @@ fn crack_request_line(line: &[u8]) -> Result<RequestLine<'_>, HttpError> {
     let rest = &line[m + 1..];
     let (target, version) = match rest {
         [target @ .., b' ', b'H', b'T', b'T', b'P', b'/', major, b'.', minor]
-            if major.is_ascii_digit()
-                && minor.is_ascii_digit()
-                && !target.is_empty()
-                && !target.contains(&b' ') =>
+            if major.is_ascii_digit() && minor.is_ascii_digit() && !target.is_empty() && !target.contains(&b' ') =>
         {
             (target, Some(&rest[rest.len() - 3..]))
         }
@@ -527,7 +514,10 @@ mod tests {
         assert!(matches!(env_key(b"host"), Cow::Borrowed("HTTP_HOST")));
         assert!(matches!(env_key(b"Content-Length"), Cow::Borrowed("CONTENT_LENGTH")));
         assert!(matches!(env_key(b"content-type"), Cow::Borrowed("CONTENT_TYPE")));
-        assert!(matches!(env_key(b"X-Forwarded-For"), Cow::Borrowed("HTTP_X_FORWARDED_FOR")));
+        assert!(matches!(
+            env_key(b"X-Forwarded-For"),
+            Cow::Borrowed("HTTP_X_FORWARDED_FOR")
+        ));
         assert_eq!(env_key(b"X-Custom-thing"), "HTTP_X_CUSTOM_THING");
         let long = "a".repeat(100);
         assert_eq!(env_key(long.as_bytes()), format!("HTTP_{}", "A".repeat(100)));

@@ -175,10 +175,7 @@ mod tests {
         assert_eq!(split("/%2F%2Fx"), ("/x".into(), "".into()));
         assert_eq!(split("//"), ("/".into(), "".into()));
         // `//` bypasses urlsplit, so raw non-ASCII is accepted there.
-        assert_eq!(
-            split_target(b"//caf\xc3\xa9").unwrap().0,
-            b"/caf\xc3\xa9".to_vec()
-        );
+        assert_eq!(split_target(b"//caf\xc3\xa9").unwrap().0, b"/caf\xc3\xa9".to_vec());
     }
 
     #[test]
