@@ -8,6 +8,7 @@ pub mod date;
 pub mod error;
 pub mod reader;
 pub mod request;
+pub mod response;
 pub mod uri;
 
 pub use body::Body;

@@ -10,6 +10,7 @@ use pyo3::types::{PyByteArray, PyBytes, PyString, PyTuple};
 use super::file_wrapper::FileWrapper;
 use super::{ClientDisconnected, Ctx, Outcome};
 use crate::channel::Conn;
+use crate::http::response::{build_head, chunk_size_line, status_has_body, HeadSpec, NotLatin1};
 use crate::http::{date, error, RequestHead, Version};
 
 const HOP_BY_HOP: [&str; 8] = [
@@ -81,10 +82,7 @@ impl Response {
 
     /// 1xx, 204 and 304 responses have no body.
     fn has_body(&self) -> bool {
-        match &self.status {
-            Some(s) => !(s.starts_with('1') || s.starts_with("204") || s.starts_with("304")),
-            None => true,
-        }
+        self.status.as_deref().is_none_or(status_has_body)
     }
 
     fn start(&mut self, py: Python<'_>, status: &Bound<'_, PyAny>, headers: &Bound<'_, PyAny>) -> PyResult<()> {
@@ -149,101 +147,31 @@ impl Response {
         Ok(())
     }
 
-    /// The response head, by Waitress's rules; decides chunking and keep-alive.
+    /// The response head (sans-IO rules in `http::response`); records chunking and keep-alive.
     fn build_head(&mut self) -> PyResult<Vec<u8>> {
-        let has_body = self.has_body();
-        let headers = std::mem::take(&mut self.headers);
-        let mut out: Vec<(String, &str)> = Vec::with_capacity(headers.len() + 4);
-        let mut cl_header: Option<String> = None;
-        let mut date_set = false;
-        let mut server_set = false;
-        let mut conn_header: Option<String> = None;
-        for (name, value) in &headers {
-            let name = capitalize_name(name);
-            match name.as_str() {
-                "Content-Length" => {
-                    if !has_body {
-                        continue;
-                    }
-                    cl_header = Some(value.clone());
-                }
-                "Date" => date_set = !value.is_empty(),
-                "Server" => server_set = !value.is_empty(),
-                "Connection" => conn_header = Some(value.to_ascii_lowercase()),
-                _ => {}
-            }
-            out.push((name, value.as_str()));
-        }
-        let cl_string;
-        if cl_header.is_none() && has_body {
-            if let Some(cl) = self.content_length {
-                cl_string = cl.to_string();
-                out.push(("Content-Length".into(), cl_string.as_str()));
-                cl_header = Some(cl_string.clone());
-            }
-        }
-        let has_cl = cl_header.as_deref().is_some_and(|v| !v.is_empty());
-        // Whether to close after this response, and whether to say so in a Connection header.
-        let mut close_on_finish = false;
-        let mut say_close = false;
-        match self.version {
-            Version::Http10 => {
-                if self.req_keep_alive && has_cl {
-                    out.push(("Connection".into(), "Keep-Alive"));
-                } else {
-                    say_close = true;
-                }
-            }
-            Version::Http11 => {
-                if conn_header.as_deref() == Some("close") {
-                    close_on_finish = true;
-                } else if self.req_close || self.force_close {
-                    say_close = true;
-                } else if !has_cl {
-                    if has_body {
-                        out.push(("Transfer-Encoding".into(), "chunked"));
-                        self.chunked = true;
-                    }
-                    say_close = true;
-                }
-            }
-        }
-        if say_close {
-            if conn_header.is_none() {
-                out.push(("Connection".into(), "close"));
-            }
-            close_on_finish = true;
-        }
-        if close_on_finish {
+        let now = date::http_date();
+        let spec = HeadSpec {
+            version: self.version,
+            status: self.status.as_deref().unwrap_or("200 OK"),
+            headers: &self.headers,
+            content_length: self.content_length,
+            request_close: self.req_close,
+            request_keep_alive: self.req_keep_alive,
+            force_close: self.force_close,
+            ident: self.ctx.ident.as_deref(),
+            date: now.as_str(),
+        };
+        let head = build_head(&spec).map_err(|NotLatin1(c)| {
+            PyValueError::new_err(format!(
+                "'latin-1' codec can't encode character '\\u{:04x}': ordinal not in range(256)",
+                c as u32
+            ))
+        })?;
+        self.chunked = head.chunked;
+        if head.close {
             self.close_on_finish = true;
         }
-        let ident = self.ctx.ident.as_deref();
-        if !server_set {
-            if let Some(ident) = ident {
-                out.push(("Server".into(), ident));
-            }
-        } else {
-            out.push(("Via".into(), ident.unwrap_or("maitre")));
-        }
-        let now = date::http_date();
-        if !date_set {
-            out.push(("Date".into(), now.as_str()));
-        }
-        out.sort_by(|a, b| a.0.cmp(&b.0));
-        let status = self.status.as_deref().unwrap_or("200 OK");
-        let mut head = Vec::with_capacity(128 + out.len() * 32);
-        head.extend_from_slice(self.version.as_str().as_bytes());
-        head.push(b' ');
-        push_latin1(&mut head, status)?;
-        head.extend_from_slice(b"\r\n");
-        for (k, v) in &out {
-            push_latin1(&mut head, k)?;
-            head.extend_from_slice(b": ");
-            push_latin1(&mut head, v)?;
-            head.extend_from_slice(b"\r\n");
-        }
-        head.extend_from_slice(b"\r\n");
-        Ok(head)
+        Ok(head.bytes)
     }
 
     /// `write(data)`: the headers first (once), then the body bytes framed as the head says.
@@ -291,7 +219,7 @@ impl Response {
         if !data.is_empty() && self.has_body() {
             if self.chunked {
                 if !self.head_request {
-                    let len = hex_size(&mut size_line, data.len());
+                    let len = chunk_size_line(&mut size_line, data.len());
                     parts[n] = &size_line[..len];
                     parts[n + 1] = data;
                     parts[n + 2] = b"\r\n";
@@ -514,81 +442,4 @@ pub fn send_app_iter(py: Python<'_>, sr: &Py<StartResponse>, app_iter: &Bound<'_
     let mut guard = sr.try_borrow_mut(py)?;
     guard.get()?.check_length(py);
     Ok(())
-}
-
-/// `x-api-KEY` → `X-Api-Key`, as Python's `str.capitalize` on each dash-separated part.
-fn capitalize_name(name: &str) -> String {
-    let mut out = String::with_capacity(name.len());
-    for (i, part) in name.split('-').enumerate() {
-        if i > 0 {
-            out.push('-');
-        }
-        let mut chars = part.chars();
-        if let Some(c) = chars.next() {
-            out.extend(c.to_uppercase());
-            for c in chars {
-                out.extend(c.to_lowercase());
-            }
-        }
-    }
-    out
-}
-
-fn push_latin1(out: &mut Vec<u8>, s: &str) -> PyResult<()> {
-    if s.is_ascii() {
-        out.extend_from_slice(s.as_bytes());
-        return Ok(());
-    }
-    for c in s.chars() {
-        let c = c as u32;
-        if c > 0xFF {
-            return Err(PyValueError::new_err(format!(
-                "'latin-1' codec can't encode character '\\u{c:04x}': ordinal not in range(256)"
-            )));
-        }
-        out.push(c as u8);
-    }
-    Ok(())
-}
-
-/// Writes `n` as upper-case hex followed by CRLF; returns the length used.
-fn hex_size(buf: &mut [u8; 20], n: usize) -> usize {
-    const HEX: &[u8; 16] = b"0123456789ABCDEF";
-    let mut digits = [0u8; 16];
-    let mut i = 16;
-    let mut v = n;
-    loop {
-        i -= 1;
-        digits[i] = HEX[v & 0xF];
-        v >>= 4;
-        if v == 0 {
-            break;
-        }
-    }
-    let len = 16 - i;
-    buf[..len].copy_from_slice(&digits[i..]);
-    buf[len] = b'\r';
-    buf[len + 1] = b'\n';
-    len + 2
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn capitalizes_like_python() {
-        assert_eq!(capitalize_name("x-api-KEY"), "X-Api-Key");
-        assert_eq!(capitalize_name("content-length"), "Content-Length");
-        assert_eq!(capitalize_name("ETAG"), "Etag");
-    }
-
-    #[test]
-    fn hex_sizes() {
-        let mut b = [0u8; 20];
-        let n = hex_size(&mut b, 255);
-        assert_eq!(&b[..n], b"FF\r\n");
-        let n = hex_size(&mut b, 0);
-        assert_eq!(&b[..n], b"0\r\n");
-    }
 }

@@ -1,0 +1,344 @@
+//! Response heads by Waitress's rules: header-name casing, sorting, Content-Length, keep-alive or
+//! close, chunking, Server/Via and Date.
+
+use super::Version;
+
+/// What a response head is made from.
+#[derive(Debug, Clone)]
+pub struct HeadSpec<'a> {
+    pub version: Version,
+    /// The status line after the version, e.g. `200 OK` (as the app gave it).
+    pub status: &'a str,
+    /// The app's headers, validated (no CR/LF, no hop-by-hop), names as the app wrote them.
+    pub headers: &'a [(String, String)],
+    /// The body length when known (the app's Content-Length, or inferred from a one-item app_iter).
+    pub content_length: Option<u64>,
+    /// The request said `Connection: close` (lower-cased, exact).
+    pub request_close: bool,
+    /// The request said `Connection: keep-alive` (lower-cased, exact).
+    pub request_keep_alive: bool,
+    /// The connection closes whatever the response says (TE + CL on an HTTP/1.1 request).
+    pub force_close: bool,
+    /// The `Server` header value; None leaves it out.
+    pub ident: Option<&'a str>,
+    /// The `Date` header value, unless the app set one.
+    pub date: &'a str,
+}
+
+/// A serialised head and what it decided.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Head {
+    pub bytes: Vec<u8>,
+    /// The body goes out with chunked framing.
+    pub chunked: bool,
+    /// The connection closes after this response.
+    pub close: bool,
+}
+
+/// A header or status has a character outside latin-1 (Python raises UnicodeEncodeError).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NotLatin1(pub char);
+
+/// 1xx, 204 and 304 responses carry no body.
+pub fn status_has_body(status: &str) -> bool {
+    !(status.starts_with('1') || status.starts_with("204") || status.starts_with("304"))
+}
+
+/// `x-api-KEY` → `X-Api-Key`: Python's `str.capitalize` on each dash-separated part.
+pub fn capitalize_name(name: &str) -> String {
+    let mut out = String::with_capacity(name.len());
+    for (i, part) in name.split('-').enumerate() {
+        if i > 0 {
+            out.push('-');
+        }
+        let mut chars = part.chars();
+        if let Some(c) = chars.next() {
+            out.extend(c.to_uppercase());
+            for c in chars {
+                out.extend(c.to_lowercase());
+            }
+        }
+    }
+    out
+}
+
+/// Builds the head. Decides, as Waitress does: HTTP/1.0 keeps the connection only for a
+/// keep-alive request with a Content-Length; HTTP/1.1 without a Content-Length is chunked (when a
+/// body is allowed) and always closes.
+pub fn build_head(spec: &HeadSpec<'_>) -> Result<Head, NotLatin1> {
+    let has_body = status_has_body(spec.status);
+    let mut out: Vec<(String, &str)> = Vec::with_capacity(spec.headers.len() + 4);
+    let mut cl_header: Option<&str> = None;
+    let mut date_set = false;
+    let mut server_set = false;
+    let mut conn_header: Option<String> = None;
+    for (name, value) in spec.headers {
+        let name = capitalize_name(name);
+        match name.as_str() {
+            "Content-Length" => {
+                if !has_body {
+                    continue;
+                }
+                cl_header = Some(value);
+            }
+            "Date" => date_set = !value.is_empty(),
+            "Server" => server_set = !value.is_empty(),
+            "Connection" => conn_header = Some(value.to_ascii_lowercase()),
+            _ => {}
+        }
+        out.push((name, value));
+    }
+    let inferred;
+    if cl_header.is_none() && has_body {
+        if let Some(cl) = spec.content_length {
+            inferred = cl.to_string();
+            out.push(("Content-Length".into(), &inferred));
+            cl_header = Some(&inferred);
+        }
+    }
+    let has_cl = cl_header.is_some_and(|v| !v.is_empty());
+    let mut close = false;
+    let mut say_close = false;
+    let mut chunked = false;
+    match spec.version {
+        Version::Http10 => {
+            if spec.request_keep_alive && has_cl {
+                out.push(("Connection".into(), "Keep-Alive"));
+            } else {
+                say_close = true;
+            }
+        }
+        Version::Http11 => {
+            if conn_header.as_deref() == Some("close") {
+                close = true;
+            } else if spec.request_close || spec.force_close {
+                say_close = true;
+            } else if !has_cl {
+                if has_body {
+                    out.push(("Transfer-Encoding".into(), "chunked"));
+                    chunked = true;
+                }
+                say_close = true;
+            }
+        }
+    }
+    if say_close {
+        if conn_header.is_none() {
+            out.push(("Connection".into(), "close"));
+        }
+        close = true;
+    }
+    if !server_set {
+        if let Some(ident) = spec.ident {
+            out.push(("Server".into(), ident));
+        }
+    } else {
+        out.push(("Via".into(), spec.ident.unwrap_or("maitre")));
+    }
+    if !date_set {
+        out.push(("Date".into(), spec.date));
+    }
+    // Stable: same-named headers keep their order (RFC 9110 §5.3).
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut bytes = Vec::with_capacity(64 + out.iter().map(|(k, v)| k.len() + v.len() + 4).sum::<usize>());
+    bytes.extend_from_slice(spec.version.as_str().as_bytes());
+    bytes.push(b' ');
+    push_latin1(&mut bytes, spec.status)?;
+    bytes.extend_from_slice(b"\r\n");
+    for (k, v) in &out {
+        push_latin1(&mut bytes, k)?;
+        bytes.extend_from_slice(b": ");
+        push_latin1(&mut bytes, v)?;
+        bytes.extend_from_slice(b"\r\n");
+    }
+    bytes.extend_from_slice(b"\r\n");
+    Ok(Head { bytes, chunked, close })
+}
+
+fn push_latin1(out: &mut Vec<u8>, s: &str) -> Result<(), NotLatin1> {
+    if s.is_ascii() {
+        out.extend_from_slice(s.as_bytes());
+        return Ok(());
+    }
+    for c in s.chars() {
+        let code = c as u32;
+        if code > 0xFF {
+            return Err(NotLatin1(c));
+        }
+        out.push(code as u8);
+    }
+    Ok(())
+}
+
+/// Writes the chunk-size line for `n` (upper-case hex + CRLF) into `buf`; returns its length.
+pub fn chunk_size_line(buf: &mut [u8; 20], n: usize) -> usize {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    let mut digits = [0u8; 16];
+    let mut i = 16;
+    let mut v = n;
+    loop {
+        i -= 1;
+        digits[i] = HEX[v & 0xF];
+        v >>= 4;
+        if v == 0 {
+            break;
+        }
+    }
+    let len = 16 - i;
+    buf[..len].copy_from_slice(&digits[i..]);
+    buf[len] = b'\r';
+    buf[len + 1] = b'\n';
+    len + 2
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DATE: &str = "Sun, 22 Nov 2026 04:15:48 GMT";
+
+    fn spec<'a>(version: Version, status: &'a str, headers: &'a [(String, String)]) -> HeadSpec<'a> {
+        HeadSpec {
+            version,
+            status,
+            headers,
+            content_length: None,
+            request_close: false,
+            request_keep_alive: false,
+            force_close: false,
+            ident: Some("maitre"),
+            date: DATE,
+        }
+    }
+
+    fn h(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    fn text(head: &Head) -> String {
+        String::from_utf8_lossy(&head.bytes).into_owned()
+    }
+
+    #[test]
+    fn keep_alive_11_with_length_sorted_and_capitalised() {
+        let hs = h(&[
+            ("x-api-KEY", "1"),
+            ("content-type", "text/plain"),
+            ("Content-Length", "13"),
+        ]);
+        let head = build_head(&spec(Version::Http11, "200 OK", &hs)).unwrap();
+        assert_eq!(
+            text(&head),
+            "HTTP/1.1 200 OK\r\nContent-Length: 13\r\nContent-Type: text/plain\r\n\
+             Date: Sun, 22 Nov 2026 04:15:48 GMT\r\nServer: maitre\r\nX-Api-Key: 1\r\n\r\n"
+        );
+        assert!(!head.chunked && !head.close);
+    }
+
+    #[test]
+    fn http11_without_length_is_chunked_and_closes() {
+        let hs = h(&[("Content-Type", "text/plain")]);
+        let head = build_head(&spec(Version::Http11, "200 OK", &hs)).unwrap();
+        assert!(head.chunked && head.close);
+        assert!(text(&head).contains("Transfer-Encoding: chunked\r\n"));
+        assert!(text(&head).contains("Connection: close\r\n"));
+    }
+
+    #[test]
+    fn inferred_length_keeps_11_open() {
+        let hs = h(&[]);
+        let mut s = spec(Version::Http11, "200 OK", &hs);
+        s.content_length = Some(5);
+        let head = build_head(&s).unwrap();
+        assert!(text(&head).contains("Content-Length: 5\r\n"));
+        assert!(!head.close && !head.chunked);
+    }
+
+    #[test]
+    fn http10_matrix() {
+        let hs = h(&[("Content-Length", "3")]);
+        let mut s = spec(Version::Http10, "200 OK", &hs);
+        let head = build_head(&s).unwrap();
+        assert!(head.close && text(&head).contains("Connection: close\r\n"));
+        s.request_keep_alive = true;
+        let head = build_head(&s).unwrap();
+        assert!(!head.close && text(&head).contains("Connection: Keep-Alive\r\n"));
+        let none = h(&[]);
+        let mut s = spec(Version::Http10, "200 OK", &none);
+        s.request_keep_alive = true;
+        let head = build_head(&s).unwrap();
+        assert!(head.close && !head.chunked && text(&head).contains("Connection: close\r\n"));
+    }
+
+    #[test]
+    fn request_close_and_force_close() {
+        let hs = h(&[("Content-Length", "3")]);
+        let mut s = spec(Version::Http11, "200 OK", &hs);
+        s.request_close = true;
+        assert!(build_head(&s).unwrap().close);
+        let mut s = spec(Version::Http11, "200 OK", &hs);
+        s.force_close = true;
+        let head = build_head(&s).unwrap();
+        assert!(head.close && text(&head).contains("Connection: close\r\n"));
+    }
+
+    #[test]
+    fn bodiless_statuses_drop_length_and_close_on_11() {
+        for status in ["204 No Content", "304 Not Modified", "101 Switching Protocols"] {
+            let hs = h(&[("Content-Length", "10")]);
+            let head = build_head(&spec(Version::Http11, status, &hs)).unwrap();
+            let t = text(&head);
+            assert!(!t.contains("Content-Length"), "{t}");
+            assert!(
+                !head.chunked && head.close && t.contains("Connection: close\r\n"),
+                "{t}"
+            );
+        }
+    }
+
+    #[test]
+    fn server_via_and_date() {
+        let hs = h(&[("Server", "app"), ("Date", "yesterday")]);
+        let t = text(&build_head(&spec(Version::Http11, "200 OK", &hs)).unwrap());
+        assert!(t.contains("Server: app\r\n") && t.contains("Via: maitre\r\n") && t.contains("Date: yesterday\r\n"));
+        assert!(!t.contains(DATE));
+        let none = h(&[]);
+        let mut s = spec(Version::Http11, "200 OK", &none);
+        s.ident = None;
+        let t = text(&build_head(&s).unwrap());
+        assert!(!t.contains("Server:"));
+    }
+
+    #[test]
+    fn same_named_headers_keep_their_order() {
+        let hs = h(&[("Set-Cookie", "b=2"), ("A", "x"), ("set-cookie", "a=1")]);
+        let t = text(&build_head(&spec(Version::Http11, "200 OK", &hs)).unwrap());
+        let first = t.find("Set-Cookie: b=2").unwrap();
+        let second = t.find("Set-Cookie: a=1").unwrap();
+        assert!(first < second);
+    }
+
+    #[test]
+    fn status_without_reason_and_latin1() {
+        let hs = h(&[("X", "caf\u{e9}")]);
+        let head = build_head(&spec(Version::Http11, "200", &hs)).unwrap();
+        assert!(head.bytes.starts_with(b"HTTP/1.1 200\r\n"));
+        assert!(head.bytes.windows(7).any(|w| w == b"X: caf\xe9"));
+        let bad = h(&[("X", "\u{263a}")]);
+        assert_eq!(
+            build_head(&spec(Version::Http11, "200 OK", &bad)),
+            Err(NotLatin1('\u{263a}'))
+        );
+    }
+
+    #[test]
+    fn capitalises_like_python_and_chunk_lines() {
+        assert_eq!(capitalize_name("x-api-KEY"), "X-Api-Key");
+        assert_eq!(capitalize_name("ETAG"), "Etag");
+        let mut b = [0u8; 20];
+        let n = chunk_size_line(&mut b, 255);
+        assert_eq!(&b[..n], b"FF\r\n");
+        let n = chunk_size_line(&mut b, 0);
+        assert_eq!(&b[..n], b"0\r\n");
+    }
+}
