@@ -2,7 +2,7 @@
 //! runs the app for them in order under the GIL, and writes the responses.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -16,13 +16,15 @@ use crate::wsgi::{self, Ctx, Outcome};
 
 /// Resume a paused connection once its queue is this short.
 const RESUME_BELOW: usize = 16;
-/// How long queued work waits for the active worker before another worker steps in.
+/// How long the active workers may go without finishing a request before an idle one steps in.
 const HELP_AFTER: Duration = Duration::from_millis(2);
 
 /// The worker pool; also the event loop's [`Dispatch`].
 pub struct Pool {
-    /// Connections with work, and since when they wait.
-    queue: Mutex<VecDeque<(Arc<Conn>, Instant)>>,
+    /// Connections with work.
+    queue: Mutex<VecDeque<Arc<Conn>>>,
+    /// Requests finished so far (how an idle worker tells a busy pool from a stuck one).
+    progress: AtomicU64,
     ready: Condvar,
     /// Workers running the app (or about to).
     active: AtomicUsize,
@@ -40,6 +42,7 @@ impl Pool {
             queue: Mutex::new(VecDeque::new()),
             ready: Condvar::new(),
             active: AtomicUsize::new(0),
+            progress: AtomicU64::new(0),
             shutdown: AtomicBool::new(false),
             ctx,
             notifier: OnceLock::new(),
@@ -86,38 +89,42 @@ impl Pool {
     /// Takes the next connection without waiting.
     fn try_next(&self) -> Option<Arc<Conn>> {
         let mut q = self.queue.lock().unwrap_or_else(|p| p.into_inner());
-        q.pop_front().map(|(c, _)| c)
+        q.pop_front()
     }
 
     /// Waits for work (without the GIL). While another worker is running the app, queued work
-    /// is left to it unless it has waited for more than [`HELP_AFTER`]: one worker serving a fast
-    /// app back to back beats several fighting over the GIL, but a slow or blocking app must not
-    /// hold up other connections.
+    /// is left to it as long as it makes progress: one worker serving a fast app back to back
+    /// beats several fighting over the GIL. When no request has finished for [`HELP_AFTER`]
+    /// (the app is slow or blocked), an idle worker steps in, so a slow request never holds up
+    /// other connections.
     fn next(&self) -> Option<Arc<Conn>> {
         let mut q = self.queue.lock().unwrap_or_else(|p| p.into_inner());
+        let mut seen = self.progress.load(Ordering::SeqCst);
         loop {
             if self.shutdown.load(Ordering::SeqCst) {
                 return None;
             }
-            let active = self.active.load(Ordering::SeqCst);
-            if let Some(&(_, since)) = q.front() {
-                if active == 0 || since.elapsed() >= HELP_AFTER {
-                    self.active.fetch_add(1, Ordering::SeqCst);
-                    let conn = q.pop_front().map(|(c, _)| c);
-                    if !q.is_empty() {
-                        // Still more: another idle worker keeps watch in turn.
-                        self.ready.notify_one();
-                    }
-                    return conn;
-                }
-                q = self
-                    .ready
-                    .wait_timeout(q, HELP_AFTER)
-                    .unwrap_or_else(|p| p.into_inner())
-                    .0;
-            } else {
+            if q.is_empty() {
                 q = self.ready.wait(q).unwrap_or_else(|p| p.into_inner());
+                seen = self.progress.load(Ordering::SeqCst);
+                continue;
             }
+            let now = self.progress.load(Ordering::SeqCst);
+            if self.active.load(Ordering::SeqCst) == 0 || now == seen {
+                self.active.fetch_add(1, Ordering::SeqCst);
+                let conn = q.pop_front();
+                if !q.is_empty() {
+                    // Still more: another idle worker keeps watch in turn.
+                    self.ready.notify_one();
+                }
+                return conn;
+            }
+            seen = now;
+            q = self
+                .ready
+                .wait_timeout(q, HELP_AFTER)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
         }
     }
 
@@ -161,6 +168,7 @@ impl Pool {
                 Some(Item::Request(req)) => {
                     drop(st);
                     let outcome = wsgi::serve_request(py, &self.ctx, conn, *req);
+                    self.progress.fetch_add(1, Ordering::Relaxed);
                     if outcome == Outcome::Close {
                         self.finish(conn, true);
                         return;
@@ -197,13 +205,16 @@ impl Pool {
 }
 
 impl Dispatch for Pool {
-    fn dispatch(&self, conn: Arc<Conn>) {
+    fn dispatch(&self, conns: &mut Vec<Arc<Conn>>) {
+        if conns.is_empty() {
+            return;
+        }
         let mut q = self.queue.lock().unwrap_or_else(|p| p.into_inner());
         let was_empty = q.is_empty();
-        q.push_back((conn, Instant::now()));
+        q.extend(conns.drain(..));
         drop(q);
-        // Nobody is serving: wake a worker. Somebody is: wake one only for the first item, so
-        // it can step in if the active worker turns out to be stuck in a slow app.
+        // Nobody is serving: wake a worker. Somebody is: wake one only when the queue was
+        // empty, to keep watch in case the active worker is stuck in a slow app.
         if was_empty || self.active.load(Ordering::SeqCst) == 0 {
             self.ready.notify_one();
         }

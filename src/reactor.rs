@@ -18,6 +18,8 @@ use crate::http::{date, Limits, RequestReader};
 const MAX_QUEUED: usize = 32;
 /// How often the loop wakes when idle, to let Python handle signals and to run maintenance.
 const TICK: Duration = Duration::from_millis(100);
+/// A read buffer larger than this is replaced by a fresh one once it is empty.
+const MAX_IDLE_BUFFER: usize = 64 * 1024;
 const WAKER: Token = Token(usize::MAX);
 const LISTENER_BASE: usize = usize::MAX / 2;
 
@@ -30,8 +32,9 @@ pub enum Listener {
 
 /// What the event loop needs from the layer that runs applications.
 pub trait Dispatch: Send + Sync {
-    /// `conn` has queued work and no worker: serve it. `busy` is already set.
-    fn dispatch(&self, conn: Arc<Conn>);
+    /// These connections have queued work and no worker: serve them (`busy` is already set).
+    /// Called once per event-loop round with everything that round produced; drains `conns`.
+    fn dispatch(&self, conns: &mut Vec<Arc<Conn>>);
     /// Called from the loop thread about every 100 ms; `false` stops the loop.
     fn tick(&self) -> bool;
     /// Log a line on the `maitre` logger (`level` as in Python's logging).
@@ -99,7 +102,9 @@ impl Notifier {
 /// The loop's private per-connection data.
 struct Entry {
     conn: Arc<Conn>,
+    /// Read buffer; `rbuf[..filled]` holds unparsed bytes.
     rbuf: Vec<u8>,
+    filled: usize,
     reader: RequestReader,
     /// Reading is over (EOF, error, or a parse error): further input is dropped.
     read_done: bool,
@@ -118,6 +123,8 @@ pub struct Reactor {
     notifier: Arc<Notifier>,
     dispatcher: Arc<dyn Dispatch>,
     config: LoopConfig,
+    /// Connections that became ready for a worker this round (dispatched together).
+    ready: Vec<Arc<Conn>>,
 }
 
 impl Reactor {
@@ -146,6 +153,7 @@ impl Reactor {
             }),
             dispatcher,
             config,
+            ready: Vec::new(),
         })
     }
 
@@ -181,6 +189,7 @@ impl Reactor {
                 }
             }
             self.drain_msgs();
+            self.dispatcher.dispatch(&mut self.ready);
             if self.notifier.stopping() {
                 break;
             }
@@ -267,7 +276,8 @@ impl Reactor {
         let conn = Arc::new(Conn::new(token, stream, peer, listener));
         self.conns[slot] = Some(Entry {
             conn,
-            rbuf: Vec::with_capacity(self.config.recv_bytes),
+            rbuf: vec![0; self.config.recv_bytes.max(1024)],
+            filled: 0,
             reader: RequestReader::new(self.config.limits.clone()),
             read_done: false,
             paused: false,
@@ -311,33 +321,32 @@ impl Reactor {
                 }
                 break;
             }
-            let len = entry.rbuf.len();
-            entry.rbuf.resize(len + recv_bytes, 0);
-            let res = conn.stream.read(&mut entry.rbuf[len..]);
+            // The buffer is allocated (and zeroed) once; `filled` says how much holds data.
+            if entry.rbuf.len() - entry.filled < recv_bytes {
+                let want = entry.filled + recv_bytes;
+                entry.rbuf.resize(want, 0);
+            }
+            let room = entry.rbuf.len() - entry.filled;
+            let res = conn.stream.read(&mut entry.rbuf[entry.filled..]);
             let n = match res {
-                Ok(n) => n,
-                Err(ref e) if e.kind() == io::ErrorKind::Interrupted => 0,
-                Err(_) => 0,
-            };
-            entry.rbuf.truncate(len + n);
-            match res {
                 Ok(0) => {
                     eof = true;
                     break;
                 }
-                Ok(_) => {}
+                Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(_) => {
                     failed = true;
                     break;
                 }
-            }
+            };
+            entry.filled += n;
             entry.last_activity = Instant::now();
             // Parse every complete request in the buffer.
             let mut pos = 0;
             loop {
-                let (used, ev) = entry.reader.feed(&entry.rbuf[pos..]);
+                let (used, ev) = entry.reader.feed(&entry.rbuf[pos..entry.filled]);
                 pos += used;
                 match ev {
                     crate::http::Event::NeedMore => break,
@@ -350,10 +359,15 @@ impl Reactor {
                     }
                 }
             }
-            if pos == entry.rbuf.len() {
-                entry.rbuf.clear();
+            if pos == entry.filled {
+                entry.filled = 0;
+                if entry.rbuf.len() > MAX_IDLE_BUFFER {
+                    // A big head or pipeline grew it; give the memory back.
+                    entry.rbuf = vec![0; recv_bytes];
+                }
             } else if pos > 0 {
-                entry.rbuf.drain(..pos);
+                entry.rbuf.copy_within(pos..entry.filled, 0);
+                entry.filled -= pos;
             }
             if entry.read_done || items.len() >= MAX_QUEUED {
                 if !entry.read_done {
@@ -361,7 +375,7 @@ impl Reactor {
                 }
                 break;
             }
-            if n < recv_bytes {
+            if n < room {
                 // A short read drained the socket; new data raises a new readiness edge.
                 break;
             }
@@ -407,7 +421,7 @@ impl Reactor {
         if !st.close_after_flush && !st.queue.is_empty() {
             st.busy = true;
             drop(st);
-            self.dispatcher.dispatch(conn);
+            self.ready.push(conn);
             return;
         }
         if !st.close_after_flush {

@@ -85,6 +85,7 @@ impl Engine {
             file_wrapper: py.get_type::<FileWrapper>().unbind(),
             proto_10: PyString::new(py, "HTTP/1.0").unbind(),
             proto_11: PyString::new(py, "HTTP/1.1").unbind(),
+            sys: py.import("sys")?.unbind(),
         };
         let secs = |v: f64| Duration::from_secs_f64(v.max(0.0));
         let loop_config = LoopConfig {

@@ -6,6 +6,7 @@
 pub mod body;
 pub mod date;
 pub mod error;
+pub mod proxy;
 pub mod reader;
 pub mod request;
 pub mod response;

@@ -79,7 +79,7 @@ pub fn build<'py>(py: Python<'py>, ctx: &Arc<Ctx>, conn: &Arc<Conn>, req: Reques
     set!("QUERY_STRING", latin1(py, &head.query));
     set!("wsgi.url_scheme", ctx.url_scheme.bind(py));
     set!("wsgi.version", ctx.wsgi_version.bind(py));
-    let stderr = py.import("sys")?.getattr(pyo3::intern!(py, "stderr"))?;
+    let stderr = ctx.sys.bind(py).getattr(pyo3::intern!(py, "stderr"))?;
     set!("wsgi.errors", stderr);
     set!("wsgi.multithread", PyBool::new(py, true));
     set!("wsgi.multiprocess", PyBool::new(py, false));
@@ -91,11 +91,8 @@ pub fn build<'py>(py: Python<'py>, ctx: &Arc<Ctx>, conn: &Arc<Conn>, req: Reques
         if ctx.clear_proxy_headers && PROXY_KEYS.contains(&h.key.as_ref()) {
             continue;
         }
-        let key = PyString::new(py, &h.key);
-        if env.contains(&key)? {
-            continue;
-        }
-        env.set_item(key, latin1(py, &h.value))?;
+        // The reader merged repeated headers, and no HTTP_* key clashes with the keys above.
+        env.set_item(PyString::new(py, &h.key), latin1(py, &h.value))?;
     }
     let disconnected = Bound::new(py, ClientDisconnectedCheck { conn: conn.clone() })?;
     set!("waitress.client_disconnected", &disconnected);

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use pyo3::exceptions::PyException;
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyString, PyTuple, PyType};
+use pyo3::types::{PyDict, PyList, PyModule, PyString, PyTuple, PyType};
 
 use crate::channel::Conn;
 use crate::http::Request;
@@ -50,6 +50,8 @@ pub struct Ctx {
     pub file_wrapper: Py<PyType>,
     pub proto_10: Py<PyString>,
     pub proto_11: Py<PyString>,
+    /// The `sys` module (`wsgi.errors` is `sys.stderr` at request time).
+    pub sys: Py<PyModule>,
 }
 
 impl Ctx {
@@ -95,9 +97,16 @@ pub fn serve_request(py: Python<'_>, ctx: &Arc<Ctx>, conn: &Arc<Conn>, req: Requ
 fn run_app(py: Python<'_>, ctx: &Ctx, environ: &Bound<'_, PyDict>, sr: &Py<StartResponse>) -> PyResult<()> {
     let app_iter = ctx.app.bind(py).call1((environ, sr.clone_ref(py)))?;
     let sent = response::send_app_iter(py, sr, &app_iter);
-    let closed = match app_iter.getattr(pyo3::intern!(py, "close")) {
-        Ok(close) => close.call0().map(|_| ()),
-        Err(_) => Ok(()),
+    // Lists and tuples (most responses) have no close(); skip the failing lookup, which would
+    // build an AttributeError per request.
+    let plain = app_iter.is_exact_instance_of::<PyList>() || app_iter.is_exact_instance_of::<PyTuple>();
+    let closed = if plain {
+        Ok(())
+    } else {
+        match app_iter.getattr(pyo3::intern!(py, "close")) {
+            Ok(close) => close.call0().map(|_| ()),
+            Err(_) => Ok(()),
+        }
     };
     sent?;
     closed
