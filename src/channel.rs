@@ -6,14 +6,16 @@
 //! event loop sends it when the socket becomes writable.
 
 use std::collections::VecDeque;
+use std::fs::File;
 use std::io::{self, IoSlice, Write};
 use std::net::Shutdown;
 use std::os::fd::{AsRawFd, RawFd};
-use std::sync::{Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Instant;
 
 use mio::Token;
 
+use crate::buffers::{OutBuf, Sink};
 use crate::http::{HttpError, Request};
 
 /// The client socket, TCP or Unix.
@@ -21,6 +23,16 @@ use crate::http::{HttpError, Request};
 pub enum Stream {
     Tcp(mio::net::TcpStream),
     Unix(mio::net::UnixStream),
+}
+
+impl Sink for Stream {
+    fn raw_fd(&self) -> RawFd {
+        Stream::raw_fd(self)
+    }
+
+    fn write_vectored(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        Stream::write_vectored(self, bufs)
+    }
 }
 
 impl Stream {
@@ -73,7 +85,7 @@ pub enum Item {
 }
 
 /// The mutable part of a connection, behind its lock.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct ConnState {
     /// Parsed requests not yet served.
     pub queue: VecDeque<Item>,
@@ -83,6 +95,8 @@ pub struct ConnState {
     pub busy: bool,
     /// Output the socket has not taken yet.
     pub out: OutBuf,
+    /// Bytes handed to `send` so far (sent or queued): tells whether a response has started.
+    pub produced: u64,
     /// Close once `out` is empty; nothing more is read or served.
     pub close_after_flush: bool,
     /// The socket is gone (peer closed or an I/O error): writes fail, the app may stop.
@@ -91,72 +105,6 @@ pub struct ConnState {
     pub eof: bool,
     /// The event loop stopped reading because enough is queued; a worker must ask it to resume.
     pub read_paused: bool,
-}
-
-/// Pending output: a queue of byte buffers.
-#[derive(Debug, Default)]
-pub struct OutBuf {
-    bufs: VecDeque<Vec<u8>>,
-    /// Bytes of the front buffer already sent.
-    offset: usize,
-    len: usize,
-}
-
-impl OutBuf {
-    pub fn len(&self) -> usize {
-        self.len
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-
-    pub fn push(&mut self, data: Vec<u8>) {
-        if !data.is_empty() {
-            self.len += data.len();
-            self.bufs.push_back(data);
-        }
-    }
-
-    pub fn clear(&mut self) {
-        self.bufs.clear();
-        self.offset = 0;
-        self.len = 0;
-    }
-
-    /// Writes as much as the socket takes. `Ok(true)` when everything went out.
-    pub fn flush_to(&mut self, stream: &Stream) -> io::Result<bool> {
-        while !self.bufs.is_empty() {
-            let mut slices: [IoSlice<'_>; 16] = [IoSlice::new(&[]); 16];
-            let mut n = 0;
-            for (i, b) in self.bufs.iter().enumerate().take(16) {
-                slices[n] = IoSlice::new(if i == 0 { &b[self.offset..] } else { b });
-                n += 1;
-            }
-            match stream.write_vectored(&slices[..n]) {
-                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(mut written) => {
-                    self.len -= written;
-                    while written > 0 {
-                        let front = self.bufs.front().expect("written bytes came from a buffer");
-                        let left = front.len() - self.offset;
-                        if written >= left {
-                            written -= left;
-                            self.offset = 0;
-                            self.bufs.pop_front();
-                        } else {
-                            self.offset += written;
-                            written = 0;
-                        }
-                    }
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(true)
-    }
 }
 
 /// A connection, shared between the event loop and a worker.
@@ -178,13 +126,23 @@ pub struct Conn {
 pub struct Disconnected;
 
 impl Conn {
-    pub fn new(token: Token, stream: Stream, peer: Peer, listener: usize) -> Conn {
+    pub fn new(token: Token, stream: Stream, peer: Peer, listener: usize, outbuf_overflow: usize) -> Conn {
         Conn {
             token,
             stream,
             peer,
             listener,
-            state: Mutex::new(ConnState::default()),
+            state: Mutex::new(ConnState {
+                queue: VecDeque::new(),
+                error: None,
+                busy: false,
+                out: OutBuf::new(outbuf_overflow),
+                produced: 0,
+                close_after_flush: false,
+                closed: false,
+                eof: false,
+                read_paused: false,
+            }),
             drained: Condvar::new(),
             created: Instant::now(),
         }
@@ -208,6 +166,7 @@ impl Conn {
         if total == 0 {
             return Ok(st);
         }
+        st.produced += total as u64;
         let mut sent = 0usize;
         if st.out.is_empty() {
             let slices: Vec<IoSlice<'_>> = parts
@@ -231,15 +190,43 @@ impl Conn {
             }
         }
         if sent < total {
-            // Queue what the socket did not take.
+            // Queue what the socket did not take (memory, then the spill file).
             let mut skip = sent;
             for p in parts {
                 if skip >= p.len() {
                     skip -= p.len();
                     continue;
                 }
-                st.out.push(p[skip..].to_vec());
+                if st.out.push(&p[skip..]).is_err() {
+                    st.closed = true;
+                    return Err(Disconnected);
+                }
                 skip = 0;
+            }
+        }
+        Ok(st)
+    }
+
+    /// Sends `len` bytes of `file` from `offset` with sendfile: straight to the socket when
+    /// nothing is pending, the rest left to the event loop.
+    pub fn send_file<'a>(
+        &self,
+        mut st: MutexGuard<'a, ConnState>,
+        file: Arc<File>,
+        offset: u64,
+        len: u64,
+    ) -> Result<MutexGuard<'a, ConnState>, Disconnected> {
+        if st.closed {
+            return Err(Disconnected);
+        }
+        st.produced += len;
+        let was_empty = st.out.is_empty();
+        st.out.push_file(file, offset, len);
+        if was_empty {
+            // Nothing ahead of it: start sending now.
+            if st.out.flush_to(&self.stream).is_err() {
+                st.closed = true;
+                return Err(Disconnected);
             }
         }
         Ok(st)
@@ -251,7 +238,7 @@ impl Conn {
         mut st: MutexGuard<'a, ConnState>,
         limit: usize,
     ) -> Result<MutexGuard<'a, ConnState>, Disconnected> {
-        while st.out.len() > limit && !st.closed {
+        while st.out.held() > limit as u64 && !st.closed {
             st = self.drained.wait(st).unwrap_or_else(|p| p.into_inner());
         }
         if st.closed {

@@ -2,11 +2,13 @@
 //!
 //! Layout:
 //! - [`http`]: sans-IO HTTP/1.x (parsing, body decoding, error responses). No sockets, no Python.
+//! - [`buffers`]: pending output (memory, spill file, file ranges) and how it is sent.
 //! - [`channel`]: one connection's shared state and output path.
 //! - [`reactor`]: the event loop (accept, read, parse, write, close, limits, timeouts).
 //! - `dispatch`, `wsgi`, `server` (with the `python` feature): the worker pool, the WSGI glue and
 //!   the `maitre._core.Engine` class.
 
+pub mod buffers;
 pub mod channel;
 pub mod http;
 pub mod reactor;

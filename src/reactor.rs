@@ -43,6 +43,7 @@ pub trait Dispatch: Send + Sync {
 
 pub const LOG_INFO: u8 = 20;
 pub const LOG_WARNING: u8 = 30;
+pub const LOG_ERROR: u8 = 40;
 
 /// Settings for the loop, from the adjustments.
 #[derive(Clone, Debug)]
@@ -53,6 +54,9 @@ pub struct LoopConfig {
     pub channel_timeout: Duration,
     pub cleanup_interval: Duration,
     pub ident: Option<String>,
+    pub outbuf_overflow: usize,
+    /// How long a graceful stop waits for requests already received.
+    pub shutdown_timeout: Duration,
 }
 
 /// Messages from workers (and `close()`) to the loop.
@@ -125,6 +129,8 @@ pub struct Reactor {
     config: LoopConfig,
     /// Connections that became ready for a worker this round (dispatched together).
     ready: Vec<Arc<Conn>>,
+    /// Set once stopping: the loop ends when every connection is done or at this instant.
+    drain_deadline: Option<Instant>,
 }
 
 impl Reactor {
@@ -154,6 +160,7 @@ impl Reactor {
             dispatcher,
             config,
             ready: Vec::new(),
+            drain_deadline: None,
         })
     }
 
@@ -167,7 +174,12 @@ impl Reactor {
         let mut last_tick = Instant::now();
         let mut last_cleanup = Instant::now();
         loop {
-            match self.poll.poll(&mut events, Some(TICK)) {
+            let timeout = if self.drain_deadline.is_some() {
+                Duration::from_millis(10)
+            } else {
+                TICK
+            };
+            match self.poll.poll(&mut events, Some(timeout)) {
                 Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(e),
@@ -190,13 +202,23 @@ impl Reactor {
             }
             self.drain_msgs();
             self.dispatcher.dispatch(&mut self.ready);
-            if self.notifier.stopping() {
-                break;
-            }
             let now = Instant::now();
+            let mut stop_asked = self.notifier.stopping();
             if now.duration_since(last_tick) >= TICK {
                 last_tick = now;
                 if !self.dispatcher.tick() {
+                    if self.drain_deadline.is_some() {
+                        // Asked twice (a second Ctrl-C): stop now.
+                        break;
+                    }
+                    stop_asked = true;
+                }
+            }
+            if stop_asked && self.drain_deadline.is_none() {
+                self.begin_drain(now);
+            }
+            if let Some(deadline) = self.drain_deadline {
+                if self.open == 0 || now >= deadline {
                     break;
                 }
             }
@@ -206,6 +228,27 @@ impl Reactor {
             }
         }
         Ok(())
+    }
+
+    /// Graceful stop: accept nothing more, close idle connections, let the requests already
+    /// received finish (until `shutdown_timeout`), closing each connection once it is done.
+    fn begin_drain(&mut self, now: Instant) {
+        self.drain_deadline = Some(now + self.config.shutdown_timeout);
+        self.accepting = false;
+        for l in &mut self.listeners {
+            let _ = match l {
+                Listener::Tcp(l) => self.poll.registry().deregister(l),
+                Listener::Unix(l) => self.poll.registry().deregister(l),
+            };
+        }
+        for slot in 0..self.conns.len() {
+            let Some(entry) = self.conns[slot].as_ref() else {
+                continue;
+            };
+            let conn = entry.conn.clone();
+            let st = conn.lock();
+            self.after_read(slot, st);
+        }
     }
 
     /// Closes every connection and forgets the listeners (the caller closes their sockets).
@@ -273,7 +316,7 @@ impl Reactor {
             self.free.push(slot);
             return;
         }
-        let conn = Arc::new(Conn::new(token, stream, peer, listener));
+        let conn = Arc::new(Conn::new(token, stream, peer, listener, self.config.outbuf_overflow));
         self.conns[slot] = Some(Entry {
             conn,
             rbuf: vec![0; self.config.recv_bytes.max(1024)],
@@ -437,7 +480,8 @@ impl Reactor {
                         return;
                     }
                 };
-            } else if st.eof {
+            } else if st.eof || self.drain_deadline.is_some() {
+                // The peer is done, or the server is stopping: nothing more will be served.
                 st.close_after_flush = true;
             }
         }
@@ -531,7 +575,7 @@ impl Reactor {
         let _ = entry.conn.stream.shutdown(Shutdown::Both);
         self.free.push(slot);
         self.open -= 1;
-        if !self.accepting && self.open < self.config.connection_limit {
+        if !self.accepting && self.drain_deadline.is_none() && self.open < self.config.connection_limit {
             self.accepting = true;
             self.dispatcher.log(
                 LOG_INFO,

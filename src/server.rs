@@ -86,6 +86,7 @@ impl Engine {
             proto_10: PyString::new(py, "HTTP/1.0").unbind(),
             proto_11: PyString::new(py, "HTTP/1.1").unbind(),
             sys: py.import("sys")?.unbind(),
+            test_panic_path: std::env::var_os("MAITRE_TEST_PANIC_PATH").map(|p| p.into_encoded_bytes()),
         };
         let secs = |v: f64| Duration::from_secs_f64(v.max(0.0));
         let loop_config = LoopConfig {
@@ -99,6 +100,8 @@ impl Engine {
             channel_timeout: secs(get(config, "channel_timeout")?),
             cleanup_interval: secs(get::<f64>(config, "cleanup_interval")?.max(0.05)),
             ident,
+            outbuf_overflow: get(config, "outbuf_overflow")?,
+            shutdown_timeout: secs(get(config, "shutdown_timeout")?),
         };
         Ok(Engine {
             listeners: fds,

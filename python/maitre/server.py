@@ -28,12 +28,16 @@ def _engine_config(adj, clear_proxy_headers):
         "max_request_body_size": int(adj.max_request_body_size),
         "inbuf_overflow": int(adj.inbuf_overflow),
         "outbuf_high_watermark": int(adj.outbuf_high_watermark),
+        "outbuf_overflow": int(adj.outbuf_overflow),
         "ident": adj.ident or None,
         "expose_tracebacks": bool(adj.expose_tracebacks),
         "clear_proxy_headers": bool(clear_proxy_headers),
         "url_prefix": adj.url_prefix,
         "server_name": adj.server_name,
         "url_scheme": adj.url_scheme,
+        # A graceful stop (close(), SIGTERM, Ctrl-C) waits this long for requests already
+        # received; a second Ctrl-C stops at once.
+        "shutdown_timeout": 5.0,
     }
 
 

@@ -10,7 +10,8 @@ use pyo3::types::{PyBool, PyDict, PyString};
 use super::input::InputStream;
 use super::Ctx;
 use crate::channel::Conn;
-use crate::http::{Request, Version};
+use crate::http::body::Body;
+use crate::http::{RequestHead, Version};
 
 /// Untrusted proxy headers removed from the environ (clear_untrusted_proxy_headers).
 const PROXY_KEYS: [&str; 6] = [
@@ -50,8 +51,13 @@ fn path_info<'a>(path: &'a [u8], prefix: &[u8]) -> &'a [u8] {
     path
 }
 
-pub fn build<'py>(py: Python<'py>, ctx: &Arc<Ctx>, conn: &Arc<Conn>, req: Request) -> PyResult<Bound<'py, PyDict>> {
-    let head = req.head;
+pub fn build<'py>(
+    py: Python<'py>,
+    ctx: &Arc<Ctx>,
+    conn: &Arc<Conn>,
+    head: &RequestHead,
+    body: Body,
+) -> PyResult<Bound<'py, PyDict>> {
     let env = PyDict::new(py);
     macro_rules! set {
         ($k:literal, $v:expr) => {
@@ -84,7 +90,7 @@ pub fn build<'py>(py: Python<'py>, ctx: &Arc<Ctx>, conn: &Arc<Conn>, req: Reques
     set!("wsgi.multithread", PyBool::new(py, true));
     set!("wsgi.multiprocess", PyBool::new(py, false));
     set!("wsgi.run_once", PyBool::new(py, false));
-    set!("wsgi.input", Bound::new(py, InputStream::new(req.body))?);
+    set!("wsgi.input", Bound::new(py, InputStream::new(body))?);
     set!("wsgi.file_wrapper", ctx.file_wrapper.bind(py));
     set!("wsgi.input_terminated", PyBool::new(py, true));
     for h in &head.headers {

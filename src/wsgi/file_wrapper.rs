@@ -1,5 +1,9 @@
 //! `wsgi.file_wrapper`: wraps a file-like object so the server can send it efficiently.
 
+use std::fs::File;
+use std::os::fd::FromRawFd;
+use std::sync::Arc;
+
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 
@@ -10,26 +14,42 @@ pub struct FileWrapper {
 }
 
 impl FileWrapper {
-    /// Bytes left to send from the current position, at most `cl`; 0 when the file cannot seek
-    /// (it is then sent by iteration).
-    pub fn prepare(&self, py: Python<'_>, cl: Option<u64>) -> PyResult<u64> {
+    /// The current position and the bytes left to send from it, at most `cl`; size 0 when the
+    /// file cannot seek (it is then sent by iteration).
+    pub fn prepare(&self, py: Python<'_>, cl: Option<u64>) -> PyResult<(u64, u64)> {
         let f = self.file.bind(py);
         let seekable = match f.getattr("seekable") {
             Ok(m) => m.call0()?.is_truthy()?,
             Err(_) => f.hasattr("seek")? && f.hasattr("tell")?,
         };
         if !seekable {
-            return Ok(0);
+            return Ok((0, 0));
         }
         let start: u64 = f.call_method0("tell")?.extract()?;
         f.call_method1("seek", (0, 2))?;
         let end: u64 = f.call_method0("tell")?.extract()?;
         f.call_method1("seek", (start,))?;
         let size = end.saturating_sub(start);
-        Ok(match cl {
+        let size = match cl {
             Some(cl) => size.min(cl),
             None => size,
-        })
+        };
+        Ok((start, size))
+    }
+
+    /// A duplicate of the file's descriptor when it is a regular file (for sendfile); None for
+    /// file-likes without one (BytesIO, sockets, pipes), which are read block by block.
+    pub fn dup_fd(&self, py: Python<'_>) -> Option<Arc<File>> {
+        let fd: i32 = self.file.bind(py).call_method0("fileno").ok()?.extract().ok()?;
+        // SAFETY: F_DUPFD_CLOEXEC on a descriptor the app owns gives us our own descriptor.
+        let dup = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 0) };
+        if dup < 0 {
+            return None;
+        }
+        // SAFETY: `dup` is a fresh descriptor owned by nothing else.
+        let file = unsafe { File::from_raw_fd(dup) };
+        let meta = file.metadata().ok()?;
+        meta.is_file().then(|| Arc::new(file))
     }
 
     /// Reads the next block (at most `remain` bytes); None at end of file.

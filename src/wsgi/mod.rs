@@ -12,7 +12,9 @@ use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList, PyModule, PyString, PyTuple, PyType};
 
 use crate::channel::Conn;
-use crate::http::Request;
+use crate::http::body::Body;
+use crate::http::{Request, RequestHead};
+use crate::reactor::LOG_ERROR;
 use response::{Response, StartResponse};
 
 pyo3::create_exception!(
@@ -52,6 +54,8 @@ pub struct Ctx {
     pub proto_11: Py<PyString>,
     /// The `sys` module (`wsgi.errors` is `sys.stderr` at request time).
     pub sys: Py<PyModule>,
+    /// Test-only: a request for exactly this path panics in the engine (MAITRE_TEST_PANIC_PATH).
+    pub test_panic_path: Option<Vec<u8>>,
 }
 
 impl Ctx {
@@ -67,13 +71,51 @@ impl Ctx {
 }
 
 /// Runs the app for `req` on `conn` and writes the response. Never raises: app errors become a
-/// 500 (or a closed connection once headers went out) and an ERROR log line.
+/// 500 (or a closed connection once headers went out) and an ERROR log line. A Rust panic while
+/// serving costs this request a 500 (if nothing was sent yet) and the connection, never the
+/// process.
 pub fn serve_request(py: Python<'_>, ctx: &Arc<Ctx>, conn: &Arc<Conn>, req: Request) -> Outcome {
-    let path_for_log = String::from_utf8_lossy(&req.head.path).into_owned();
-    let resp = Response::new(ctx.clone(), conn.clone(), &req.head);
-    let environ = match environ::build(py, ctx, conn, req) {
+    let Request { head, body } = req;
+    let before = conn.lock().produced;
+    let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| serve(py, ctx, conn, &head, body)));
+    match run {
+        Ok(outcome) => outcome,
+        Err(panic) => {
+            let msg = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "unknown panic".into());
+            let path = String::from_utf8_lossy(&head.path);
+            ctx.log(
+                py,
+                LOG_ERROR,
+                &format!("Exception while serving {path}: internal error (panic: {msg})"),
+            );
+            let st = conn.lock();
+            if st.produced == before {
+                let bytes = crate::http::error_response(
+                    head.version,
+                    500,
+                    crate::http::error::INTERNAL_ERROR_DETAIL,
+                    ctx.ident.as_deref(),
+                    crate::http::date::http_date().as_str(),
+                );
+                drop(conn.send(st, &[&bytes]));
+            }
+            Outcome::Close
+        }
+    }
+}
+
+fn serve(py: Python<'_>, ctx: &Arc<Ctx>, conn: &Arc<Conn>, head: &RequestHead, body: Body) -> Outcome {
+    if ctx.test_panic_path.as_deref() == Some(head.path.as_slice()) {
+        panic!("injected by MAITRE_TEST_PANIC_PATH");
+    }
+    let resp = Response::new(ctx.clone(), conn.clone(), head);
+    let environ = match environ::build(py, ctx, conn, head, body) {
         Ok(e) => e,
-        Err(e) => return fail(py, ctx, resp, &path_for_log, e),
+        Err(e) => return fail(py, ctx, resp, head, e),
     };
     let sr = match Py::new(py, StartResponse::new(resp)) {
         Ok(sr) => sr,
@@ -87,9 +129,9 @@ pub fn serve_request(py: Python<'_>, ctx: &Arc<Ctx>, conn: &Arc<Conn>, req: Requ
     match result {
         Ok(()) => match resp.finish(py) {
             Ok(()) => resp.outcome(),
-            Err(e) => fail(py, ctx, resp, &path_for_log, e),
+            Err(e) => fail(py, ctx, resp, head, e),
         },
-        Err(e) => fail(py, ctx, resp, &path_for_log, e),
+        Err(e) => fail(py, ctx, resp, head, e),
     }
 }
 
@@ -113,7 +155,8 @@ fn run_app(py: Python<'_>, ctx: &Ctx, environ: &Bound<'_, PyDict>, sr: &Py<Start
 }
 
 /// The app failed (or the client went away): log, answer 500 if nothing was sent yet, close.
-fn fail(py: Python<'_>, ctx: &Ctx, mut resp: Response, path: &str, err: PyErr) -> Outcome {
+fn fail(py: Python<'_>, ctx: &Ctx, mut resp: Response, head: &RequestHead, err: PyErr) -> Outcome {
+    let path = String::from_utf8_lossy(&head.path);
     if err.is_instance_of::<ClientDisconnected>(py) {
         ctx.log(
             py,

@@ -275,11 +275,26 @@ impl Response {
             .send(st, parts)
             .map_err(|_| ClientDisconnected::new_err("Client disconnected"))?;
         let limit = self.ctx.outbuf_high_watermark;
-        if st.out.len() > limit {
+        if st.out.held() > limit as u64 {
             drop(st);
             py.allow_threads(|| conn.wait_below(conn.lock(), limit).map(drop))
                 .map_err(|_| ClientDisconnected::new_err("Client disconnected"))?;
         }
+        Ok(())
+    }
+
+    /// Sends `len` bytes of `file` from `offset` as the body (file_wrapper over a real file).
+    fn send_file(&mut self, file: std::sync::Arc<std::fs::File>, offset: u64, len: u64) -> PyResult<()> {
+        self.written += len;
+        if self.head_request || !self.has_body() {
+            return Ok(());
+        }
+        let conn = &self.conn;
+        let st = conn.lock();
+        let st = conn
+            .send_file(st, file, offset, len)
+            .map_err(|_| ClientDisconnected::new_err("Client disconnected"))?;
+        drop(st);
         Ok(())
     }
 
@@ -395,19 +410,24 @@ impl StartResponse {
 pub fn send_app_iter(py: Python<'_>, sr: &Py<StartResponse>, app_iter: &Bound<'_, PyAny>) -> PyResult<()> {
     if let Ok(fw) = app_iter.downcast::<FileWrapper>() {
         let cl = sr.borrow_mut(py).get()?.content_length;
-        let size = fw.borrow().prepare(py, cl)?;
+        let (start, size) = fw.borrow().prepare(py, cl)?;
         if size > 0 {
-            {
-                let mut guard = sr.borrow_mut(py);
-                let r = guard.get()?;
-                if cl != Some(size) {
-                    if cl.is_some() {
-                        r.remove_content_length();
-                    }
-                    r.content_length = Some(size);
+            let file = fw.borrow().dup_fd(py);
+            let mut guard = sr.borrow_mut(py);
+            let r = guard.get()?;
+            if cl != Some(size) {
+                if cl.is_some() {
+                    r.remove_content_length();
                 }
-                r.write_bytes(py, b"")?;
+                r.content_length = Some(size);
             }
+            r.write_bytes(py, b"")?;
+            if let Some(file) = file {
+                // A real file: the kernel copies it to the socket (sendfile), from the
+                // current position, without passing through Python or our memory.
+                return r.send_file(file, start, size);
+            }
+            drop(guard);
             let mut remain = size;
             while remain > 0 {
                 let block = fw.borrow().read_block(py, remain)?;
