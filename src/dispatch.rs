@@ -28,6 +28,8 @@ pub struct Pool {
     ready: Condvar,
     /// Workers running the app (or about to).
     active: AtomicUsize,
+    /// Workers blocked on `ready` (changed only under the queue lock).
+    waiting: AtomicUsize,
     shutdown: AtomicBool,
     ctx: Arc<Ctx>,
     notifier: OnceLock<Arc<Notifier>>,
@@ -42,6 +44,7 @@ impl Pool {
             queue: Mutex::new(VecDeque::new()),
             ready: Condvar::new(),
             active: AtomicUsize::new(0),
+            waiting: AtomicUsize::new(0),
             progress: AtomicU64::new(0),
             shutdown: AtomicBool::new(false),
             ctx,
@@ -105,7 +108,9 @@ impl Pool {
                 return None;
             }
             if q.is_empty() {
+                self.waiting.fetch_add(1, Ordering::SeqCst);
                 q = self.ready.wait(q).unwrap_or_else(|p| p.into_inner());
+                self.waiting.fetch_sub(1, Ordering::SeqCst);
                 seen = self.progress.load(Ordering::SeqCst);
                 continue;
             }
@@ -212,12 +217,15 @@ impl Dispatch for Pool {
         let mut q = self.queue.lock().unwrap_or_else(|p| p.into_inner());
         let was_empty = q.is_empty();
         q.extend(conns.drain(..));
-        drop(q);
         // Nobody is serving: wake a worker. Somebody is: wake one only when the queue was
         // empty, to keep watch in case the active worker is stuck in a slow app.
-        if was_empty || self.active.load(Ordering::SeqCst) == 0 {
+        // (The count is read under the queue lock waiters take, so no wake-up is lost; skipping
+        // notify when nobody waits saves a futex syscall per round.)
+        let wake = was_empty || self.active.load(Ordering::SeqCst) == 0;
+        if wake && self.waiting.load(Ordering::SeqCst) > 0 {
             self.ready.notify_one();
         }
+        drop(q);
     }
 
     fn tick(&self) -> bool {

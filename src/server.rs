@@ -11,6 +11,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyString, PyTuple};
 
 use crate::dispatch::Pool;
+use crate::http::proxy::{ProxyConfig, TrustedHeaders};
 use crate::http::Limits;
 use crate::reactor::{Listener, LoopConfig, Notifier, Reactor};
 use crate::wsgi::file_wrapper::FileWrapper;
@@ -36,6 +37,26 @@ fn get<'py, T: FromPyObject<'py>>(config: &Bound<'py, PyDict>, key: &str) -> PyR
         .get_item(key)?
         .ok_or_else(|| PyValueError::new_err(format!("missing engine setting {key}")))?
         .extract()
+}
+
+/// The proxy-header rules, or None when no proxy is trusted and nothing is cleared or logged.
+fn proxy_config(config: &Bound<'_, PyDict>) -> PyResult<Option<ProxyConfig>> {
+    let trusted_proxy: Option<String> = get(config, "trusted_proxy")?;
+    let count: Option<i64> = get(config, "trusted_proxy_count")?;
+    let names: Vec<String> = get(config, "trusted_proxy_headers")?;
+    let clear_untrusted: bool = get(config, "clear_untrusted_proxy_headers")?;
+    let log_untrusted: bool = get(config, "log_untrusted_proxy_headers")?;
+    if trusted_proxy.is_none() && !clear_untrusted && !log_untrusted {
+        return Ok(None);
+    }
+    let trusted_headers = TrustedHeaders::from_names(names.iter()).map_err(PyValueError::new_err)?;
+    Ok(Some(ProxyConfig {
+        trusted_proxy,
+        trusted_proxy_count: count.unwrap_or(1).max(0) as usize,
+        trusted_headers,
+        clear_untrusted,
+        log_untrusted,
+    }))
 }
 
 #[pymethods]
@@ -70,7 +91,9 @@ impl Engine {
             logger: logging.call_method1("getLogger", ("maitre",))?.unbind(),
             ident: ident.clone(),
             expose_tracebacks: get(config, "expose_tracebacks")?,
-            clear_proxy_headers: get(config, "clear_proxy_headers")?,
+            proxy: proxy_config(config)?,
+            url_scheme_str: get(config, "url_scheme")?,
+            server_port_strs: listeners.iter().map(|(_, _, port)| port.clone()).collect(),
             outbuf_high_watermark: get(config, "outbuf_high_watermark")?,
             url_prefix: url_prefix.chars().map(|c| c as u32 as u8).collect(),
             script_name: PyString::new(py, &url_prefix).unbind(),

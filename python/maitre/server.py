@@ -11,13 +11,12 @@ import threading
 
 from . import _core
 from .adjustments import Adjustments
-from .proxy_headers import proxy_headers_middleware
 from .utilities import logger
 
 __all__ = ["MultiSocketServer", "TcpWSGIServer", "UnixWSGIServer", "WSGIServer", "create_server"]
 
 
-def _engine_config(adj, clear_proxy_headers):
+def _engine_config(adj):
     return {
         "threads": int(adj.threads),
         "recv_bytes": int(adj.recv_bytes),
@@ -31,35 +30,19 @@ def _engine_config(adj, clear_proxy_headers):
         "outbuf_overflow": int(adj.outbuf_overflow),
         "ident": adj.ident or None,
         "expose_tracebacks": bool(adj.expose_tracebacks),
-        "clear_proxy_headers": bool(clear_proxy_headers),
         "url_prefix": adj.url_prefix,
         "server_name": adj.server_name,
         "url_scheme": adj.url_scheme,
+        # Proxy headers are applied (or removed) by the engine, as Waitress's middleware does.
+        "trusted_proxy": adj.trusted_proxy,
+        "trusted_proxy_count": adj.trusted_proxy_count,
+        "trusted_proxy_headers": sorted(adj.trusted_proxy_headers),
+        "clear_untrusted_proxy_headers": bool(adj.clear_untrusted_proxy_headers),
+        "log_untrusted_proxy_headers": bool(adj.log_untrusted_proxy_headers),
         # A graceful stop (close(), SIGTERM, Ctrl-C) waits this long for requests already
         # received; a second Ctrl-C stops at once.
         "shutdown_timeout": 5.0,
     }
-
-
-def _wrap_app(application, adj):
-    """The app the engine calls, and whether the engine itself clears proxy headers.
-
-    With no trusted proxy, nobody's proxy headers are trusted: the engine drops them (when
-    clear_untrusted_proxy_headers is on, the default) without any Python per request. With a
-    trusted proxy, the proxy-headers middleware applies them.
-    """
-    if adj.trusted_proxy or adj.log_untrusted_proxy_headers:
-        app = proxy_headers_middleware(
-            application,
-            trusted_proxy=adj.trusted_proxy,
-            trusted_proxy_count=adj.trusted_proxy_count,
-            trusted_proxy_headers=adj.trusted_proxy_headers,
-            clear_untrusted=adj.clear_untrusted_proxy_headers,
-            log_untrusted=adj.log_untrusted_proxy_headers,
-            logger=logger,
-        )
-        return app, False
-    return application, bool(adj.clear_untrusted_proxy_headers)
 
 
 class _Listener:
@@ -140,11 +123,10 @@ class _BaseServer:
         self.adj = adj
         self.application = application
         self._listeners = listeners
-        app, clear = _wrap_app(application, adj)
         self._engine = _core.Engine(
-            app,
+            application,
             [(lst.socket.fileno(), lst.kind, str(lst.effective_port)) for lst in listeners],
-            _engine_config(adj, clear),
+            _engine_config(adj),
         )
         self.logger = logger
         self._closed = False

@@ -985,6 +985,55 @@ mod tests {
     }
 
     #[test]
+    fn four_x_forwarded_headers_together() {
+        let names = [
+            "x-forwarded-for",
+            "x-forwarded-proto",
+            "x-forwarded-host",
+            "x-forwarded-port",
+        ];
+        let sent = [
+            ("HTTP_X_FORWARDED_FOR", "192.0.2.1, 198.51.100.2, 203.0.113.1"),
+            ("HTTP_X_FORWARDED_PROTO", "http"),
+            ("HTTP_X_FORWARDED_HOST", "example.com, example.org"),
+            ("HTTP_X_FORWARDED_PORT", "8080"),
+        ];
+        let (set, h) = run(&config(Some("*"), 2, &names), &sent);
+        assert_eq!(get(&set, "REMOTE_ADDR"), Some("198.51.100.2"));
+        assert_eq!(get(&set, "SERVER_NAME"), Some("example.com"));
+        assert_eq!(get(&set, "HTTP_HOST"), Some("example.com:8080"));
+        assert_eq!(get(&set, "SERVER_PORT"), Some("8080"));
+        assert_eq!(get(&set, "wsgi.url_scheme"), Some("http"));
+        assert_eq!(
+            header(&h, "HTTP_X_FORWARDED_FOR"),
+            Some(&b"198.51.100.2, 203.0.113.1"[..])
+        );
+        assert_eq!(
+            header(&h, "HTTP_X_FORWARDED_HOST"),
+            Some(&b"example.com, example.org"[..])
+        );
+        let (set, h) = run(&config(Some("*"), 1, &names), &sent);
+        assert_eq!(get(&set, "REMOTE_ADDR"), Some("203.0.113.1"));
+        assert_eq!(get(&set, "HTTP_HOST"), Some("example.org:8080"));
+        assert_eq!(header(&h, "HTTP_X_FORWARDED_FOR"), Some(&b"203.0.113.1"[..]));
+        assert_eq!(header(&h, "HTTP_X_FORWARDED_HOST"), Some(&b"example.org"[..]));
+    }
+
+    #[test]
+    fn trusted_peer_with_no_trusted_headers() {
+        let (set, h) = run(
+            &config(Some("*"), 1, &[]),
+            &[
+                ("HTTP_HOST", "192.168.1.1:80"),
+                ("HTTP_X_FORWARDED_FOR", "198.51.100.2"),
+                ("HTTP_FORWARDED", "For=198.51.100.2;host=example.com:8080;proto=https"),
+            ],
+        );
+        assert!(set.is_empty());
+        assert_eq!(h.len(), 1);
+    }
+
+    #[test]
     fn x_forwarded_by_is_kept() {
         let cfg = config(Some("*"), 1, &["x-forwarded-by"]);
         let (set, h) = run(&cfg, &[("HTTP_X_FORWARDED_BY", "proxy"), ("HTTP_FORWARDED", "for=x")]);

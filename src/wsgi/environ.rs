@@ -13,16 +13,6 @@ use crate::channel::Conn;
 use crate::http::body::Body;
 use crate::http::{RequestHead, Version};
 
-/// Untrusted proxy headers removed from the environ (clear_untrusted_proxy_headers).
-const PROXY_KEYS: [&str; 6] = [
-    "HTTP_FORWARDED",
-    "HTTP_X_FORWARDED_FOR",
-    "HTTP_X_FORWARDED_HOST",
-    "HTTP_X_FORWARDED_PROTO",
-    "HTTP_X_FORWARDED_PORT",
-    "HTTP_X_FORWARDED_BY",
-];
-
 /// Decodes bytes as latin-1 (PEP 3333's "bytes as str" tunnelling).
 pub fn latin1<'py>(py: Python<'py>, bytes: &[u8]) -> Bound<'py, PyAny> {
     if bytes.is_ascii() {
@@ -57,6 +47,7 @@ pub fn build<'py>(
     conn: &Arc<Conn>,
     head: &RequestHead,
     body: Body,
+    overrides: &[(&'static str, String)],
 ) -> PyResult<Bound<'py, PyDict>> {
     let env = PyDict::new(py);
     macro_rules! set {
@@ -94,11 +85,12 @@ pub fn build<'py>(
     set!("wsgi.file_wrapper", ctx.file_wrapper.bind(py));
     set!("wsgi.input_terminated", PyBool::new(py, true));
     for h in &head.headers {
-        if ctx.clear_proxy_headers && PROXY_KEYS.contains(&h.key.as_ref()) {
-            continue;
-        }
         // The reader merged repeated headers, and no HTTP_* key clashes with the keys above.
         env.set_item(PyString::new(py, &h.key), latin1(py, &h.value))?;
+    }
+    // What trusted proxy headers say (REMOTE_ADDR, wsgi.url_scheme, HTTP_HOST, ...).
+    for (key, value) in overrides {
+        env.set_item(PyString::new(py, key), PyString::new(py, value))?;
     }
     let disconnected = Bound::new(py, ClientDisconnectedCheck { conn: conn.clone() })?;
     set!("waitress.client_disconnected", &disconnected);

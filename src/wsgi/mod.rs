@@ -37,9 +37,6 @@ pub struct Ctx {
     pub logger: Py<PyAny>,
     pub ident: Option<String>,
     pub expose_tracebacks: bool,
-    /// Drop the six proxy headers from every environ (clear_untrusted_proxy_headers with no
-    /// trusted proxy: nobody is trusted).
-    pub clear_proxy_headers: bool,
     pub outbuf_high_watermark: usize,
     pub url_prefix: Vec<u8>,
     pub script_name: Py<PyString>,
@@ -54,6 +51,11 @@ pub struct Ctx {
     pub proto_11: Py<PyString>,
     /// The `sys` module (`wsgi.errors` is `sys.stderr` at request time).
     pub sys: Py<PyModule>,
+    /// Proxy-header handling (None when nothing is trusted and nothing is cleared).
+    pub proxy: Option<crate::http::proxy::ProxyConfig>,
+    /// `url_scheme` and each listener's port as Rust strings (for the proxy rules).
+    pub url_scheme_str: String,
+    pub server_port_strs: Vec<String>,
     /// Test-only: a request for exactly this path panics in the engine (MAITRE_TEST_PANIC_PATH).
     pub test_panic_path: Option<Vec<u8>>,
 }
@@ -75,9 +77,9 @@ impl Ctx {
 /// serving costs this request a 500 (if nothing was sent yet) and the connection, never the
 /// process.
 pub fn serve_request(py: Python<'_>, ctx: &Arc<Ctx>, conn: &Arc<Conn>, req: Request) -> Outcome {
-    let Request { head, body } = req;
+    let Request { mut head, body } = req;
     let before = conn.lock().produced;
-    let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| serve(py, ctx, conn, &head, body)));
+    let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| serve(py, ctx, conn, &mut head, body)));
     match run {
         Ok(outcome) => outcome,
         Err(panic) => {
@@ -108,12 +110,44 @@ pub fn serve_request(py: Python<'_>, ctx: &Arc<Ctx>, conn: &Arc<Conn>, req: Requ
     }
 }
 
-fn serve(py: Python<'_>, ctx: &Arc<Ctx>, conn: &Arc<Conn>, head: &RequestHead, body: Body) -> Outcome {
+fn serve(py: Python<'_>, ctx: &Arc<Ctx>, conn: &Arc<Conn>, head: &mut RequestHead, body: Body) -> Outcome {
     if ctx.test_panic_path.as_deref() == Some(head.path.as_slice()) {
         panic!("injected by MAITRE_TEST_PANIC_PATH");
     }
     let resp = Response::new(ctx.clone(), conn.clone(), head);
-    let environ = match environ::build(py, ctx, conn, head, body) {
+    // Proxy headers (trusted ones applied, untrusted ones removed), in the engine.
+    let overrides = match &ctx.proxy {
+        None => Vec::new(),
+        Some(proxy) => {
+            let server_port = &ctx.server_port_strs[conn.listener];
+            match proxy.apply(
+                &mut head.headers,
+                &conn.peer.addr,
+                &conn.peer.port,
+                &ctx.url_scheme_str,
+                server_port,
+            ) {
+                Ok(applied) => {
+                    for w in &applied.warnings {
+                        ctx.log(py, crate::reactor::LOG_WARNING, w);
+                    }
+                    applied.set
+                }
+                Err(e) => {
+                    for w in &e.warnings {
+                        ctx.log(py, crate::reactor::LOG_WARNING, w);
+                    }
+                    if e.status == 400 {
+                        // As Waitress's middleware does: a 400 through the app path.
+                        return resp.respond(py, "400 Bad Request", &crate::http::proxy::proxy_error_body(&e.detail));
+                    }
+                    let err = pyo3::exceptions::PyIndexError::new_err(e.detail);
+                    return fail(py, ctx, resp, head, err);
+                }
+            }
+        }
+    };
+    let environ = match environ::build(py, ctx, conn, head, body, &overrides) {
         Ok(e) => e,
         Err(e) => return fail(py, ctx, resp, head, e),
     };

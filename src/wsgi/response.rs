@@ -283,6 +283,19 @@ impl Response {
         Ok(())
     }
 
+    /// Answers without the app: `status`, a text/plain body, no Content-Length (as Waitress's
+    /// proxy middleware does through the app path).
+    pub fn respond(mut self, py: Python<'_>, status: &str, body: &[u8]) -> Outcome {
+        self.status = Some(status.to_owned());
+        self.headers
+            .push(("Content-Type".into(), "text/plain; charset=utf-8".into()));
+        self.started = true;
+        if self.write_bytes(py, body).and_then(|()| self.finish(py)).is_err() {
+            return Outcome::Close;
+        }
+        self.outcome()
+    }
+
     /// Sends `len` bytes of `file` from `offset` as the body (file_wrapper over a real file).
     fn send_file(&mut self, file: std::sync::Arc<std::fs::File>, offset: u64, len: u64) -> PyResult<()> {
         self.written += len;
