@@ -2,7 +2,7 @@
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: setup run test lint test-rust test-python bench clean
+.PHONY: setup system-deps run test lint test-rust test-python bench clean
 
 setup:
 	bash scripts/setup.sh
@@ -23,10 +23,15 @@ test-rust:
 test-python:
 	$(PY) -m pytest -q -p no:cacheprovider tests
 
-test: setup lint test-rust test-python
+system-deps:
+	bash scripts/system-deps.sh
 
+test: setup system-deps lint test-rust test-python
+
+# The full benchmark (about 25 minutes): installs wrk, nginx and the peers (bench/.venv), then
+# rewrites docs/benchmarks.md and docs/bench.png. Options: make bench BENCH_ARGS="--repeat 3".
 bench: setup
-	$(PY) bench/run.py
+	$(PY) bench/run.py $(BENCH_ARGS)
 
 clean:
 	rm -rf target $(VENV) .waitress
