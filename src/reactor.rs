@@ -131,6 +131,8 @@ pub struct Reactor {
     ready: Vec<Arc<Conn>>,
     /// Set once stopping: the loop ends when every connection is done or at this instant.
     drain_deadline: Option<Instant>,
+    /// accept() failed for lack of resources: retry on the next tick.
+    accept_retry: bool,
 }
 
 impl Reactor {
@@ -161,6 +163,7 @@ impl Reactor {
             config,
             ready: Vec::new(),
             drain_deadline: None,
+            accept_retry: false,
         })
     }
 
@@ -206,6 +209,11 @@ impl Reactor {
             let mut stop_asked = self.notifier.stopping();
             if now.duration_since(last_tick) >= TICK {
                 last_tick = now;
+                if self.accept_retry && self.accepting {
+                    for i in 0..self.listeners.len() {
+                        self.accept_all(i);
+                    }
+                }
                 if !self.dispatcher.tick() {
                     if self.drain_deadline.is_some() {
                         // Asked twice (a second Ctrl-C): stop now.
@@ -282,7 +290,10 @@ impl Reactor {
                 }),
             };
             match accepted {
-                Ok((stream, peer)) => self.add_conn(stream, peer, index),
+                Ok((stream, peer)) => {
+                    self.accept_retry = false;
+                    self.add_conn(stream, peer, index)
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 // A client gone before accept() finished (CVE-2024-49769) or a transient error:
                 // nothing was added; try the next one.
