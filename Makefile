@@ -2,7 +2,7 @@
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: setup system-deps run test lint test-rust test-python bench clean
+.PHONY: setup system-deps run test lint test-rust test-fuzz test-python bench clean
 
 setup:
 	bash scripts/setup.sh
@@ -20,13 +20,17 @@ lint:
 test-rust:
 	cargo test --quiet
 
+# A short run of each fuzz target over its committed corpus (scripts/fuzz.sh for long runs).
+test-fuzz:
+	bash scripts/fuzz-smoke.sh
+
 test-python:
 	$(PY) -m pytest -q -p no:cacheprovider tests
 
 system-deps:
 	bash scripts/system-deps.sh
 
-test: setup system-deps lint test-rust test-python
+test: setup system-deps lint test-rust test-fuzz test-python
 
 # The full benchmark (about 25 minutes): installs wrk, nginx and the peers (bench/.venv), then
 # rewrites docs/benchmarks.md and docs/bench.png. Options: make bench BENCH_ARGS="--repeat 3".

@@ -3,13 +3,13 @@
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, Mutex, OnceLock};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use pyo3::prelude::*;
 
-use crate::channel::{Conn, Item};
+use crate::channel::{Conn, ConnState, Disconnected, Item};
 use crate::http::date;
 use crate::reactor::{Dispatch, Notifier};
 use crate::wsgi::{self, Ctx, Outcome};
@@ -150,14 +150,16 @@ impl Pool {
         });
     }
 
-    /// Serves `conn`'s queue until it is empty or the connection must close.
+    /// Serves `conn`'s queue until it is empty or the connection must close. Every exit hands
+    /// the connection back under the same lock that decided it, so nothing the event loop queues
+    /// meanwhile is lost.
     fn serve(&self, py: Python<'_>, conn: &Arc<Conn>) {
         let notifier = self.notifier();
         loop {
             let mut st = conn.lock();
             if st.closed {
-                st.busy = false;
-                return;
+                // The loop saw the peer go while we were busy; it waits for us to let go.
+                return self.finish(conn, st, true);
             }
             if st.read_paused && st.queue.len() < RESUME_BELOW {
                 st.read_paused = false;
@@ -165,9 +167,8 @@ impl Pool {
             }
             match st.queue.pop_front() {
                 Some(Item::Continue) => {
-                    if conn.send(st, &[b"HTTP/1.1 100 Continue\r\n\r\n"]).is_err() {
-                        self.finish(conn, true);
-                        return;
+                    if let Err(Disconnected) = conn.send(st, &[b"HTTP/1.1 100 Continue\r\n\r\n"]) {
+                        return self.finish(conn, conn.lock(), true);
                     }
                 }
                 Some(Item::Request(req)) => {
@@ -175,35 +176,33 @@ impl Pool {
                     let outcome = wsgi::serve_request(py, &self.ctx, conn, *req);
                     self.progress.fetch_add(1, Ordering::Relaxed);
                     if outcome == Outcome::Close {
-                        self.finish(conn, true);
-                        return;
+                        return self.finish(conn, conn.lock(), true);
                     }
                 }
                 None => {
                     if let Some(err) = st.error.take() {
                         let bytes = err.to_response(self.ctx.ident.as_deref(), date::http_date().as_str());
-                        drop(conn.send(st, &[&bytes]));
-                        self.finish(conn, true);
-                        return;
+                        let st = conn.send(st, &[&bytes]).unwrap_or_else(|Disconnected| conn.lock());
+                        return self.finish(conn, st, true);
                     }
-                    let eof = st.eof;
-                    drop(st);
-                    self.finish(conn, eof);
-                    return;
+                    // Done for now. Close if the peer is done sending or the server is stopping.
+                    let close = st.eof || notifier.draining();
+                    return self.finish(conn, st, close);
                 }
             }
         }
     }
 
     /// Gives the connection back to the event loop; with `close`, to be closed after its output.
-    fn finish(&self, conn: &Arc<Conn>, close: bool) {
-        let mut st = conn.lock();
+    fn finish(&self, conn: &Arc<Conn>, mut st: MutexGuard<'_, ConnState>, close: bool) {
         st.busy = false;
         if close {
             st.close_after_flush = true;
             st.queue.clear();
             st.error = None;
-            drop(st);
+        }
+        drop(st);
+        if close {
             self.notifier().close(conn.clone());
         }
     }

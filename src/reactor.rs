@@ -74,6 +74,8 @@ pub struct Notifier {
     msgs: Mutex<Vec<Msg>>,
     waker: Waker,
     stop: AtomicBool,
+    /// The server is stopping: a connection whose request is done closes instead of idling.
+    draining: AtomicBool,
 }
 
 impl Notifier {
@@ -100,6 +102,11 @@ impl Notifier {
 
     pub fn stopping(&self) -> bool {
         self.stop.load(Ordering::SeqCst)
+    }
+
+    /// True once a graceful stop has begun.
+    pub fn draining(&self) -> bool {
+        self.draining.load(Ordering::SeqCst)
     }
 }
 
@@ -133,6 +140,8 @@ pub struct Reactor {
     drain_deadline: Option<Instant>,
     /// accept() failed for lack of resources: retry on the next tick.
     accept_retry: bool,
+    /// The connection count dropped below the limit: accept again at the end of this round.
+    accept_resume: bool,
 }
 
 impl Reactor {
@@ -158,12 +167,14 @@ impl Reactor {
                 msgs: Mutex::new(Vec::new()),
                 waker,
                 stop: AtomicBool::new(false),
+                draining: AtomicBool::new(false),
             }),
             dispatcher,
             config,
             ready: Vec::new(),
             drain_deadline: None,
             accept_retry: false,
+            accept_resume: false,
         })
     }
 
@@ -197,13 +208,20 @@ impl Reactor {
                     continue;
                 }
                 if ev.is_readable() || ev.is_read_closed() || ev.is_error() {
-                    self.on_readable(token.0);
+                    // With a FIN or RST in this same edge, read to the end: no new edge will come.
+                    let to_the_end = ev.is_read_closed() || ev.is_error();
+                    self.on_readable(token.0, to_the_end);
                 }
                 if ev.is_writable() || ev.is_error() {
                     self.on_writable(token.0);
                 }
             }
             self.drain_msgs();
+            while std::mem::take(&mut self.accept_resume) && self.accepting {
+                for i in 0..self.listeners.len() {
+                    self.accept_all(i);
+                }
+            }
             self.dispatcher.dispatch(&mut self.ready);
             let now = Instant::now();
             let mut stop_asked = self.notifier.stopping();
@@ -242,6 +260,7 @@ impl Reactor {
     /// received finish (until `shutdown_timeout`), closing each connection once it is done.
     fn begin_drain(&mut self, now: Instant) {
         self.drain_deadline = Some(now + self.config.shutdown_timeout);
+        self.notifier.draining.store(true, Ordering::SeqCst);
         self.accepting = false;
         for l in &mut self.listeners {
             let _ = match l {
@@ -346,10 +365,10 @@ impl Reactor {
             );
         }
         // Data may already be waiting: edge-triggered readiness would not tell us again.
-        self.on_readable(slot);
+        self.on_readable(slot, true);
     }
 
-    fn on_readable(&mut self, slot: usize) {
+    fn on_readable(&mut self, slot: usize, to_the_end: bool) {
         let recv_bytes = self.config.recv_bytes.max(1024);
         let Some(entry) = self.conns.get_mut(slot).and_then(|e| e.as_mut()) else {
             return;
@@ -429,7 +448,7 @@ impl Reactor {
                 }
                 break;
             }
-            if n < room {
+            if n < room && !to_the_end {
                 // A short read drained the socket; new data raises a new readiness edge.
                 break;
             }
@@ -442,6 +461,8 @@ impl Reactor {
         if failed {
             st.closed = true;
             st.out.clear();
+            // A worker blocked at the high watermark must learn the client is gone.
+            conn.drained.notify_all();
         }
         if eof {
             st.eof = true;
@@ -450,7 +471,17 @@ impl Reactor {
             st.read_paused = true;
         }
         if !(st.close_after_flush || st.closed) {
-            st.queue.extend(items);
+            // As Waitress: `100 Continue` only when no earlier request is pending on the
+            // connection (a running or queued one); the client then just sends its body.
+            let mut pending = st.busy || !st.queue.is_empty();
+            for item in items {
+                match item {
+                    Item::Continue if pending => continue,
+                    Item::Request(_) => pending = true,
+                    Item::Continue => {}
+                }
+                st.queue.push_back(item);
+            }
             if parse_error.is_some() {
                 st.error = parse_error;
             }
@@ -542,7 +573,7 @@ impl Reactor {
                     e.paused = false;
                     e.last_activity = Instant::now();
                 }
-                self.on_readable(slot);
+                self.on_readable(slot, true);
             } else {
                 let st = conn.lock();
                 if let Some(e) = self.conns[slot].as_mut() {
@@ -592,9 +623,9 @@ impl Reactor {
                 LOG_INFO,
                 "total open connections dropped below the connection limit, listening again",
             );
-            for i in 0..self.listeners.len() {
-                self.accept_all(i);
-            }
+            // Accept from the loop, not from here: accepting can close a dead connection,
+            // which would come back here (unbounded recursion under a connect/RST storm).
+            self.accept_resume = true;
         }
     }
 }

@@ -67,7 +67,9 @@ impl Ctx {
 
     fn log_exception(&self, py: Python<'_>, msg: &str, err: &PyErr) {
         let kwargs = PyDict::new(py);
-        let _ = kwargs.set_item("exc_info", err.value(py));
+        // (type, value, traceback): the value alone may not carry its traceback yet.
+        let info = (err.get_type(py), err.value(py), err.traceback(py));
+        let _ = kwargs.set_item("exc_info", info);
         let _ = self.logger.call_method(py, "error", (msg,), Some(&kwargs));
     }
 }
