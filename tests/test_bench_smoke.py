@@ -1,4 +1,8 @@
-"""The benchmark harness runs end to end (1 s smoke run). Never asserts a speed."""
+"""The benchmark harness runs end to end (a 1 s smoke run). Never asserts a speed.
+
+The smoke run installs nothing (no apt-get, no bench/.venv): it needs only wrk, and the server
+under test from the project's .venv.
+"""
 
 import json
 import os
@@ -24,10 +28,15 @@ def test_bench_smoke(tmp_path):
     print(text)
     assert proc.returncode == 0, text
     lines = [json.loads(ln) for ln in out.read_text().splitlines() if ln.strip()]
-    assert len(lines) == 1, lines
-    r = lines[0]
+    meta = [r for r in lines if r.get("kind") == "meta"]
+    results = [r for r in lines if r.get("kind") == "result"]
+    assert len(meta) == 1 and meta[0]["smoke"] is True, meta
+    assert len(results) == 1, results
+    r = results[0]
     assert (r["server"], r["scenario"]) == (IMPL, "hello")
     assert "error" not in r, r
     assert r["requests"] > 0
+    assert r["socket_errors"] == 0 and r["non2xx"] == 0, r["error_detail"]
     assert r["errors"] == 0, r["error_detail"]
+    assert r["rss_peak_mib"] > 0
     assert "req/s" in text

@@ -49,7 +49,13 @@ pub fn build<'py>(
     body: Body,
     overrides: &[(&'static str, String)],
 ) -> PyResult<Bound<'py, PyDict>> {
-    let env = PyDict::new(py);
+    // Sized for the ~25 fixed keys plus the headers, so inserting never resizes it.
+    // SAFETY: _PyDict_NewPresized returns a new reference to a dict (or NULL with an exception
+    // set, which from_owned_ptr_or_err turns into an error).
+    let env = unsafe {
+        let ptr = ffi::_PyDict_NewPresized((28 + head.headers.len() + overrides.len()) as ffi::Py_ssize_t);
+        Bound::from_owned_ptr_or_err(py, ptr)?.downcast_into_unchecked::<PyDict>()
+    };
     macro_rules! set {
         ($k:literal, $v:expr) => {
             env.set_item(pyo3::intern!(py, $k), $v)?
