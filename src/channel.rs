@@ -51,6 +51,22 @@ impl Stream {
         }
     }
 
+    /// Reads at most `max` bytes onto the end of `buf`, within its spare capacity (no zeroing
+    /// first). Returns how many were read.
+    pub fn read_append(&self, buf: &mut Vec<u8>, max: usize) -> io::Result<usize> {
+        let spare = buf.spare_capacity_mut();
+        let want = max.min(spare.len());
+        // SAFETY: the kernel writes at most `want` bytes into the spare capacity, which is
+        // allocated and owned by `buf`; exactly the `n` bytes it wrote become part of `buf`.
+        let n = unsafe { libc::read(self.raw_fd(), spare.as_mut_ptr().cast(), want) };
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let n = n as usize;
+        unsafe { buf.set_len(buf.len() + n) };
+        Ok(n)
+    }
+
     pub fn write_vectored(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
         match self {
             Stream::Tcp(s) => (&*s).write_vectored(bufs),

@@ -134,6 +134,7 @@ impl Pool {
     }
 
     fn work(self: Arc<Self>) {
+        let _batch = crate::sched::BatchGuard::enter();
         // One Python thread state for the worker's whole life; the GIL is released only while
         // waiting for work.
         Python::with_gil(|py| {

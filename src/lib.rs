@@ -12,6 +12,7 @@ pub mod buffers;
 pub mod channel;
 pub mod http;
 pub mod reactor;
+pub mod sched;
 
 #[cfg(feature = "python")]
 pub mod dispatch;

@@ -184,6 +184,7 @@ impl Reactor {
 
     /// Runs until `Notifier::stop` or `Dispatch::tick` says stop.
     pub fn run(&mut self) -> io::Result<()> {
+        let _batch = crate::sched::BatchGuard::enter();
         let mut events = Events::with_capacity(1024);
         let mut last_tick = Instant::now();
         let mut last_cleanup = Instant::now();
@@ -393,6 +394,44 @@ impl Reactor {
                     Err(_) => failed = true,
                 }
                 break;
+            }
+            if entry.filled == 0 {
+                // A large body with nothing buffered ahead of it: read it straight into the
+                // body's own buffer (one copy fewer, and reads as large as the body).
+                let mut asked = 0;
+                let direct = entry.reader.read_body(|buf, max| {
+                    asked = max;
+                    conn.stream.read_append(buf, max)
+                });
+                if let Some(res) = direct {
+                    match res {
+                        Ok((0, _)) => eof = true,
+                        Ok((n, done)) => {
+                            entry.last_activity = Instant::now();
+                            if let Some(crate::http::Event::Request(r)) = done {
+                                items.push(Item::Request(r));
+                            } else if let Some(crate::http::Event::Error(e)) = done {
+                                parse_error = Some(e);
+                                entry.read_done = true;
+                            }
+                            if entry.read_done || items.len() >= MAX_QUEUED {
+                                if !entry.read_done {
+                                    entry.paused = true;
+                                }
+                                break;
+                            }
+                            if n < asked && !to_the_end {
+                                // A short read drained the socket.
+                                break;
+                            }
+                            continue;
+                        }
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                        Err(_) => failed = true,
+                    }
+                    break;
+                }
             }
             // The buffer is allocated (and zeroed) once; `filled` says how much holds data.
             if entry.rbuf.len() - entry.filled < recv_bytes {

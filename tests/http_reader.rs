@@ -1008,3 +1008,135 @@ fn malformed_chunked_body_over_the_limit_is_413_when_received_at_once() {
     let (outs, _) = run_split(l, b"GET / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n20;\r\n", &[]);
     assert!(matches!(outs.as_slice(), [Out::Err(400, d, Version::Http11)] if d == "Invalid chunk extension"));
 }
+
+/// Reads `data` the way the event loop does with direct body reads: the bytes arrive in pieces
+/// (a "socket" holding what has arrived); with nothing buffered, `read_body` is tried first and
+/// takes bytes straight from the socket into the body; otherwise the socket's bytes are buffered
+/// and fed. Returns the events and how many reads went straight into a body.
+fn run_direct(l: Limits, data: &[u8], pieces: &[usize]) -> (Vec<Out>, usize) {
+    let mut r = RequestReader::new(l);
+    let mut out = Vec::new();
+    let mut buf: Vec<u8> = Vec::new();
+    let mut arrived = 0;
+    let mut taken = 0;
+    let mut direct = 0;
+    let mut sizes = pieces.iter().copied();
+    while taken < data.len() {
+        if taken == arrived {
+            let n = sizes.next().unwrap_or(data.len()).min(data.len() - arrived);
+            arrived += n;
+        }
+        if buf.is_empty() {
+            let socket = &data[taken..arrived];
+            let res = r.read_body(|body, max| {
+                let n = max.min(socket.len());
+                body.extend_from_slice(&socket[..n]);
+                Ok(n)
+            });
+            if let Some(res) = res {
+                let (n, done) = res.unwrap();
+                assert!(n > 0, "a read with bytes waiting appends some");
+                taken += n;
+                direct += 1;
+                match done {
+                    Some(Event::Request(req)) => out.push(summarize(*req)),
+                    Some(other) => panic!("unexpected {other:?}"),
+                    None => {}
+                }
+                continue;
+            }
+        }
+        buf.extend_from_slice(&data[taken..arrived]);
+        taken = arrived;
+        loop {
+            let (used, ev) = r.feed(&buf);
+            buf.drain(..used);
+            match ev {
+                Event::NeedMore => break,
+                Event::ExpectContinue => out.push(Out::Continue),
+                Event::Request(req) => out.push(summarize(*req)),
+                Event::Error(e) => {
+                    out.push(Out::Err(e.code, e.detail.clone(), e.version));
+                    return (out, direct);
+                }
+            }
+        }
+    }
+    (out, direct)
+}
+
+#[test]
+fn direct_body_reads_give_the_same_requests_as_feeding() {
+    let big = |n: usize| {
+        let mut v = format!("POST /u HTTP/1.1\r\nHost: x\r\nContent-Length: {n}\r\n\r\n").into_bytes();
+        v.extend((0..n).map(|i| (i % 251) as u8));
+        v
+    };
+    let mut pipelined = big(70_000);
+    pipelined.extend_from_slice(b"GET /next HTTP/1.1\r\nHost: x\r\n\r\n");
+    pipelined.extend(big(20_000));
+    pipelined.extend_from_slice(b"GET /last HTTP/1.1\r\nHost: x\r\n\r\n");
+    let chunked = b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n".to_vec();
+    // (input, whether bytes go straight into a body: always, never, or depending on the split)
+    let cases: Vec<(Vec<u8>, Option<bool>)> = vec![
+        (big(65_536), Some(true)),
+        // Exactly the threshold: direct only when the head arrives without body bytes.
+        (big(16_384), None),
+        // Too short to be worth it: fed as usual.
+        (big(16_383), Some(false)),
+        (big(100), Some(false)),
+        (pipelined, Some(true)),
+        // Chunked bodies are always decoded from the buffer.
+        (chunked, Some(false)),
+    ];
+    for (data, expect_direct) in cases {
+        let want = run(&data);
+        for pieces in [&[][..], &[60][..], &[10, 5000, 7, 40_000][..], &[1000; 200][..]] {
+            let (got, direct) = run_direct(limits(), &data, pieces);
+            assert_eq!(got, want, "pieces {pieces:?}");
+            if expect_direct == Some(false) {
+                assert_eq!(direct, 0, "pieces {pieces:?}");
+            }
+        }
+        if expect_direct == Some(true) {
+            let (_, direct) = run_direct(limits(), &data, &[100]);
+            assert!(direct > 0, "the body was read directly");
+        }
+    }
+}
+
+#[test]
+fn direct_body_reads_skip_a_body_bound_for_a_file() {
+    // Over inbuf_overflow (64 here) the body goes to a temporary file: no direct reads.
+    let mut data = b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 20000\r\n\r\n".to_vec();
+    data.extend(std::iter::repeat(b'z').take(20_000));
+    let (got, direct) = run_direct(small(8192, 1 << 20), &data, &[100]);
+    assert_eq!(direct, 0);
+    assert_eq!(got, run_with(small(8192, 1 << 20), &data));
+}
+
+#[test]
+fn direct_body_read_at_eof_and_on_error() {
+    let mut r = RequestReader::new(limits());
+    let head = b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 50000\r\n\r\n";
+    assert!(matches!(r.feed(head), (n, Event::NeedMore) if n == head.len()));
+    // EOF: nothing appended, no request.
+    let res = r.read_body(|_, _| Ok(0)).expect("direct read possible");
+    assert!(matches!(res, Ok((0, None))));
+    // An error is passed through and changes nothing.
+    let res = r
+        .read_body(|_, _| Err(std::io::ErrorKind::WouldBlock.into()))
+        .expect("possible");
+    assert!(res.is_err());
+    let res = r.read_body(|b, max| {
+        assert_eq!(max, 50_000, "at most what the body still needs");
+        b.extend(std::iter::repeat(b'a').take(max));
+        Ok(max)
+    });
+    match res {
+        Some(Ok((50_000, Some(Event::Request(req))))) => assert_eq!(req.body.len(), 50_000),
+        other => panic!("unexpected {other:?}"),
+    }
+    // Back to heads: no direct reads.
+    assert!(r.read_body(|_, _| Ok(0)).is_none());
+}

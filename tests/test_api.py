@@ -105,6 +105,29 @@ def test_threads_slow_request_does_not_block(serve):
     assert results["slow"] == b"/slow"
 
 
+def _sched_policy(pid, tid):
+    # Field 41 of /proc/PID/task/TID/stat (after the parenthesised command name: index 38).
+    with open(f"/proc/{pid}/task/{tid}/stat") as f:
+        return int(f.read().rsplit(")", 1)[1].split()[38])
+
+
+@pytest.mark.skipif(IS_WAITRESS or not sys.platform.startswith("linux"), reason="maitre on Linux")
+def test_engine_threads_run_under_sched_batch(serve):
+    """The event loop and the workers run under SCHED_BATCH (3) while serving (see src/sched.rs)."""
+    h = serve(make_app(), threads=3)
+    assert get(h.addr, "/x").status == 200
+    policies = {}
+    for tid in os.listdir(f"/proc/{h.pid}/task"):
+        with open(f"/proc/{h.pid}/task/{tid}/comm") as f:
+            name = f.read().strip()
+        policies[name if name.startswith("maitre-") else tid] = _sched_policy(h.pid, tid)
+    workers = {k: v for k, v in policies.items() if k.startswith("maitre-")}
+    assert sorted(workers) == ["maitre-0", "maitre-1", "maitre-2"]
+    assert set(workers.values()) == {3}, policies
+    # The event loop runs on the thread that called run(): the process's main thread.
+    assert policies[str(h.pid)] == 3, policies
+
+
 def test_expose_tracebacks(serve):
     h = serve(make_app(), expose_tracebacks=True)
     resp, closed = exchange(h.addr, b"GET /error HTTP/1.1\r\nHost: a\r\n\r\n")

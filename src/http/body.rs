@@ -2,6 +2,7 @@
 
 use std::fs::File;
 use std::io::{self, Seek, SeekFrom, Write};
+use std::sync::Mutex;
 
 use super::request::is_tchar;
 
@@ -32,6 +33,48 @@ impl Body {
     }
 }
 
+/// Spare body buffers, reused for later bodies.
+///
+/// A body is read on the event-loop thread and dropped on a worker thread once the app is done.
+/// With glibc's malloc a freed block of this size goes back to the top of the loop thread's heap,
+/// which is trimmed and faulted in again for the next body: page faults for every byte of every
+/// body. Handing the buffers back here instead ([`recycle`]) keeps them mapped, within a bound.
+static SPARE: Mutex<Vec<Vec<u8>>> = Mutex::new(Vec::new());
+/// Buffers smaller than this are left to malloc (its per-thread caches serve them well).
+const SPARE_MIN: usize = 16 * 1024;
+/// Buffers larger than this are freed (bodies up to `inbuf_overflow` stay in memory).
+const SPARE_MAX: usize = 1 << 20;
+/// At most this many bytes of spare buffers are kept.
+const SPARE_TOTAL: usize = 4 << 20;
+
+/// Gives a body's buffer back for reuse (or frees it when too small, too big or not needed).
+pub fn recycle(mut buf: Vec<u8>) {
+    if !(SPARE_MIN..=SPARE_MAX).contains(&buf.capacity()) {
+        return;
+    }
+    buf.clear();
+    let mut spare = SPARE.lock().unwrap_or_else(|p| p.into_inner());
+    let kept: usize = spare.iter().map(Vec::capacity).sum();
+    if kept + buf.capacity() <= SPARE_TOTAL {
+        spare.push(buf);
+    }
+}
+
+/// An empty buffer with room for `len` bytes: a spare one when one fits, else a new one.
+fn buffer_for(len: usize) -> Vec<u8> {
+    if len >= SPARE_MIN {
+        let mut spare = SPARE.lock().unwrap_or_else(|p| p.into_inner());
+        // The smallest spare that fits, so big ones stay for big bodies.
+        let best = (0..spare.len())
+            .filter(|&i| spare[i].capacity() >= len)
+            .min_by_key(|&i| spare[i].capacity());
+        if let Some(i) = best {
+            return spare.swap_remove(i);
+        }
+    }
+    Vec::with_capacity(len)
+}
+
 /// Collects body bytes in memory up to `overflow` bytes, then in an anonymous temporary file.
 #[derive(Debug)]
 pub(crate) struct BodySink {
@@ -54,7 +97,7 @@ impl BodySink {
         match expected {
             Some(n) if n > overflow as u64 => sink.file = Some(tempfile::tempfile()?),
             // Capped: the length is the client's claim until the bytes arrive.
-            Some(n) => sink.mem.reserve_exact(n.min(1 << 20) as usize),
+            Some(n) => sink.mem = buffer_for(n.min(SPARE_MAX as u64) as usize),
             None => {}
         }
         Ok(sink)
@@ -71,7 +114,7 @@ impl BodySink {
         if self.file.is_none() && self.mem.len() + data.len() > self.overflow {
             let mut file = tempfile::tempfile()?;
             file.write_all(&self.mem)?;
-            self.mem = Vec::new();
+            recycle(std::mem::take(&mut self.mem));
             self.file = Some(file);
         }
         match &mut self.file {
@@ -80,6 +123,24 @@ impl BodySink {
         }
         self.len += data.len() as u64;
         Ok(())
+    }
+
+    /// Lets `read` append up to `max` bytes straight to the memory buffer (no copy through the
+    /// caller's buffer) when the buffer already has room for them; `None` otherwise (the body
+    /// is in a file, or the buffer would have to grow). `read` returns how many it appended.
+    pub(crate) fn append_with<F>(&mut self, max: usize, read: F) -> Option<io::Result<usize>>
+    where
+        F: FnOnce(&mut Vec<u8>, usize) -> io::Result<usize>,
+    {
+        if self.file.is_some() || self.mem.capacity() - self.mem.len() < max {
+            return None;
+        }
+        let before = self.mem.len();
+        let res = read(&mut self.mem, max);
+        let n = self.mem.len() - before;
+        debug_assert!(res.as_ref().map_or(n == 0, |&r| r == n && n <= max));
+        self.len += n as u64;
+        Some(res)
     }
 
     /// The finished body; a file is rewound to offset 0.
@@ -313,6 +374,27 @@ mod tests {
             Body::File { .. } => unreachable!(),
         };
         (n, step, body)
+    }
+
+    #[test]
+    fn body_buffers_are_recycled_within_bounds() {
+        let v: Vec<u8> = Vec::with_capacity(200_000);
+        let ptr = v.as_ptr();
+        recycle(v);
+        let again = buffer_for(199_999);
+        assert_eq!(again.as_ptr(), ptr, "the spare buffer was reused");
+        assert!(again.is_empty());
+        // Small ones are left to malloc.
+        assert_eq!(buffer_for(100).capacity(), 100);
+        // At most SPARE_TOTAL bytes are kept.
+        for _ in 0..10 {
+            recycle(Vec::with_capacity(SPARE_MAX));
+        }
+        let kept: usize = SPARE.lock().unwrap().iter().map(Vec::capacity).sum();
+        assert!(kept <= SPARE_TOTAL, "{kept}");
+        // Too big to keep.
+        recycle(Vec::with_capacity(SPARE_MAX + 1));
+        assert!(SPARE.lock().unwrap().iter().all(|b| b.capacity() <= SPARE_MAX));
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! The streaming request reader: head, then body, with Waitress's limits.
 
 use std::borrow::Cow;
+use std::io;
 
 use super::body::{BodySink, ChunkedDecoder, Step};
 use super::error::{push_decimal, INTERNAL_ERROR_DETAIL};
@@ -77,6 +78,9 @@ impl HeadScan {
         Scan::Incomplete
     }
 }
+
+/// A body with at least this many bytes still to come may be read straight into its buffer.
+const DIRECT_BODY_MIN: u64 = 16 * 1024;
 
 enum BodyKind {
     Fixed(u64),
@@ -263,27 +267,61 @@ impl RequestReader {
                     if !done {
                         return (consumed, Event::NeedMore);
                     }
-                    let State::Body(body) = std::mem::replace(&mut self.state, State::Head(HeadScan::default())) else {
-                        unreachable!("state checked above")
-                    };
-                    let BodyState {
-                        mut head, sink, kind, ..
-                    } = *body;
-                    if matches!(kind, BodyKind::Chunked(_)) {
-                        let mut value = Vec::with_capacity(20);
-                        push_decimal(&mut value, sink.len());
-                        head.headers.push(Header {
-                            key: Cow::Borrowed("CONTENT_LENGTH"),
-                            value,
-                        });
-                    }
-                    let body = match sink.finish() {
-                        Ok(body) => body,
-                        Err(_) => return (consumed, self.fail(internal_error(version))),
-                    };
-                    return (consumed, Event::Request(Box::new(Request { head, body })));
+                    return (consumed, self.complete());
                 }
             }
+        }
+    }
+
+    /// Reads body bytes straight into the body's buffer, when that is possible: a
+    /// Content-Length body held in memory with at least [`DIRECT_BODY_MIN`] bytes still to come.
+    /// The caller must have no unconsumed input buffered (it would precede these bytes).
+    /// `read(buf, max)` appends at most `max` bytes to `buf` and returns how many (0 at EOF).
+    ///
+    /// `None`: not possible now, read into the caller's buffer and `feed` it. Otherwise the
+    /// read's result: the bytes appended, and the request once its body is complete.
+    pub fn read_body<F>(&mut self, read: F) -> Option<io::Result<(usize, Option<Event>)>>
+    where
+        F: FnOnce(&mut Vec<u8>, usize) -> io::Result<usize>,
+    {
+        let State::Body(body) = &mut self.state else {
+            return None;
+        };
+        let BodyKind::Fixed(remaining) = &mut body.kind else {
+            return None;
+        };
+        if *remaining < DIRECT_BODY_MIN {
+            return None;
+        }
+        let n = match body.sink.append_with(*remaining as usize, read)? {
+            Ok(n) => n,
+            Err(e) => return Some(Err(e)),
+        };
+        *remaining -= n as u64;
+        let done = *remaining == 0;
+        Some(Ok((n, done.then(|| self.complete()))))
+    }
+
+    /// The body is complete: the request, and the reader back to reading a head.
+    fn complete(&mut self) -> Event {
+        let State::Body(body) = std::mem::replace(&mut self.state, State::Head(HeadScan::default())) else {
+            unreachable!("called with a body")
+        };
+        let BodyState {
+            mut head, sink, kind, ..
+        } = *body;
+        let version = head.version;
+        if matches!(kind, BodyKind::Chunked(_)) {
+            let mut value = Vec::with_capacity(20);
+            push_decimal(&mut value, sink.len());
+            head.headers.push(Header {
+                key: Cow::Borrowed("CONTENT_LENGTH"),
+                value,
+            });
+        }
+        match sink.finish() {
+            Ok(body) => Event::Request(Box::new(Request { head, body })),
+            Err(_) => self.fail(internal_error(version)),
         }
     }
 

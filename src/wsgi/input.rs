@@ -7,12 +7,20 @@ use pyo3::exceptions::{PyOSError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList};
 
-use crate::http::body::Body;
+use crate::http::body::{self, Body};
 
 #[pyclass(module = "maitre._core")]
 pub struct InputStream {
     body: Body,
     pos: u64,
+}
+
+impl Drop for InputStream {
+    fn drop(&mut self) {
+        if let Body::Memory(buf) = std::mem::replace(&mut self.body, Body::Empty) {
+            body::recycle(buf);
+        }
+    }
 }
 
 impl InputStream {
@@ -24,19 +32,23 @@ impl InputStream {
         self.body.len()
     }
 
-    /// Copies up to `n` bytes from the current position.
-    fn take(&mut self, n: u64) -> PyResult<Vec<u8>> {
+    /// Up to `n` bytes from the current position, as a new `bytes` (filled in place: no
+    /// intermediate copy).
+    fn take<'py>(&mut self, py: Python<'py>, n: u64) -> PyResult<Bound<'py, PyBytes>> {
         let n = n.min(self.len().saturating_sub(self.pos)) as usize;
-        let mut out = vec![0u8; n];
-        match &self.body {
-            Body::Empty => {}
-            Body::Memory(v) => out.copy_from_slice(&v[self.pos as usize..self.pos as usize + n]),
-            Body::File { file, .. } => file
-                .read_exact_at(&mut out, self.pos)
-                .map_err(|e| PyOSError::new_err(e.to_string()))?,
-        }
+        let start = self.pos;
+        let bytes = PyBytes::new_with(py, n, |out| {
+            match &self.body {
+                Body::Empty => {}
+                Body::Memory(v) => out.copy_from_slice(&v[start as usize..start as usize + n]),
+                Body::File { file, .. } => file
+                    .read_exact_at(out, start)
+                    .map_err(|e| PyOSError::new_err(e.to_string()))?,
+            }
+            Ok(())
+        })?;
         self.pos += n as u64;
-        Ok(out)
+        Ok(bytes)
     }
 
     /// The length of the next line (up to and including `\n`), at most `limit` bytes.
@@ -77,20 +89,13 @@ fn limit(size: Option<i64>) -> u64 {
 impl InputStream {
     #[pyo3(signature = (size=-1))]
     fn read<'py>(&mut self, py: Python<'py>, size: Option<i64>) -> PyResult<Bound<'py, PyBytes>> {
-        if let (Body::Memory(v), None | Some(-1)) = (&self.body, size) {
-            let start = self.pos as usize;
-            self.pos = v.len() as u64;
-            return Ok(PyBytes::new(py, &v[start..]));
-        }
-        let data = self.take(limit(size))?;
-        Ok(PyBytes::new(py, &data))
+        self.take(py, limit(size))
     }
 
     #[pyo3(signature = (size=-1))]
     fn readline<'py>(&mut self, py: Python<'py>, size: Option<i64>) -> PyResult<Bound<'py, PyBytes>> {
         let n = self.line_len(limit(size))?;
-        let data = self.take(n)?;
-        Ok(PyBytes::new(py, &data))
+        self.take(py, n)
     }
 
     #[pyo3(signature = (hint=-1))]
@@ -100,9 +105,9 @@ impl InputStream {
         let mut total = 0u64;
         while self.pos < self.len() {
             let n = self.line_len(u64::MAX)?;
-            let data = self.take(n)?;
-            total += data.len() as u64;
-            lines.append(PyBytes::new(py, &data))?;
+            let line = self.take(py, n)?;
+            total += line.as_bytes().len() as u64;
+            lines.append(line)?;
             if hint != u64::MAX && total >= hint {
                 break;
             }
