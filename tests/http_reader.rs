@@ -1109,7 +1109,7 @@ fn direct_body_reads_give_the_same_requests_as_feeding() {
 fn direct_body_reads_skip_a_body_bound_for_a_file() {
     // Over inbuf_overflow (64 here) the body goes to a temporary file: no direct reads.
     let mut data = b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 20000\r\n\r\n".to_vec();
-    data.extend(std::iter::repeat(b'z').take(20_000));
+    data.extend_from_slice(&[b'z'; 20_000]);
     let (got, direct) = run_direct(small(8192, 1 << 20), &data, &[100]);
     assert_eq!(direct, 0);
     assert_eq!(got, run_with(small(8192, 1 << 20), &data));
@@ -1130,7 +1130,7 @@ fn direct_body_read_at_eof_and_on_error() {
     assert!(res.is_err());
     let res = r.read_body(|b, max| {
         assert_eq!(max, 50_000, "at most what the body still needs");
-        b.extend(std::iter::repeat(b'a').take(max));
+        b.resize(b.len() + max, b'a');
         Ok(max)
     });
     match res {
