@@ -185,13 +185,15 @@ impl Conn {
         st.produced += total as u64;
         let mut sent = 0usize;
         if st.out.is_empty() {
-            let slices: Vec<IoSlice<'_>> = parts
-                .iter()
-                .filter(|p| !p.is_empty())
-                .map(|p| IoSlice::new(p))
-                .collect();
+            // Responses come in a few parts (head, chunk line, data, CRLF): no allocation.
+            let mut slices = [IoSlice::new(&[]); 8];
+            let mut count = 0;
+            for p in parts.iter().filter(|p| !p.is_empty()).take(slices.len()) {
+                slices[count] = IoSlice::new(p);
+                count += 1;
+            }
             loop {
-                match self.stream.write_vectored(&slices) {
+                match self.stream.write_vectored(&slices[..count]) {
                     Ok(n) => {
                         sent = n;
                         break;

@@ -191,8 +191,40 @@ pub fn chunk_size_line(buf: &mut [u8; 20], n: usize) -> usize {
     len + 2
 }
 
+/// A string of 1 to 18 ASCII digits as a number (what `int()` gives for it); `None` for anything
+/// else (signs, spaces, underscores, other digits, longer numbers), left to `int()`.
+pub fn plain_decimal(s: &str) -> Option<u64> {
+    if s.is_empty() || s.len() > 18 || !s.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    Some(s.bytes().fold(0u64, |n, b| n * 10 + u64::from(b - b'0')))
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn plain_decimal_is_int_for_plain_digits_only() {
+        use super::plain_decimal;
+        assert_eq!(plain_decimal("0"), Some(0));
+        assert_eq!(plain_decimal("13"), Some(13));
+        assert_eq!(plain_decimal("007"), Some(7));
+        assert_eq!(plain_decimal("999999999999999999"), Some(999_999_999_999_999_999));
+        for other in [
+            "",
+            " 1",
+            "1 ",
+            "+1",
+            "-1",
+            "1_0",
+            "1e3",
+            "0x10",
+            "١",
+            "9999999999999999999",
+        ] {
+            assert_eq!(plain_decimal(other), None, "{other:?}");
+        }
+    }
+
     use super::*;
 
     const DATE: &str = "Sun, 22 Nov 2026 04:15:48 GMT";

@@ -92,7 +92,7 @@ pub fn build<'py>(
     set!("wsgi.input_terminated", PyBool::new(py, true));
     for h in &head.headers {
         // The reader merged repeated headers, and no HTTP_* key clashes with the keys above.
-        env.set_item(PyString::new(py, &h.key), latin1(py, &h.value))?;
+        env.set_item(header_key(py, &h.key), latin1(py, &h.value))?;
     }
     // What trusted proxy headers say (REMOTE_ADDR, wsgi.url_scheme, HTTP_HOST, ...).
     for (key, value) in overrides {
@@ -102,6 +102,42 @@ pub fn build<'py>(
     set!("waitress.client_disconnected", &disconnected);
     set!("maitre.client_disconnected", &disconnected);
     Ok(env)
+}
+
+/// The environ key of a header: a shared string for the common ones, a new one otherwise.
+fn header_key<'py>(py: Python<'py>, key: &str) -> Bound<'py, PyString> {
+    macro_rules! shared {
+        ($($k:literal),*) => {
+            match key {
+                $($k => pyo3::intern!(py, $k).clone(),)*
+                _ => PyString::new(py, key),
+            }
+        };
+    }
+    shared!(
+        "HTTP_HOST",
+        "HTTP_USER_AGENT",
+        "HTTP_ACCEPT",
+        "HTTP_ACCEPT_ENCODING",
+        "HTTP_ACCEPT_LANGUAGE",
+        "HTTP_CONNECTION",
+        "HTTP_COOKIE",
+        "HTTP_REFERER",
+        "HTTP_CACHE_CONTROL",
+        "HTTP_AUTHORIZATION",
+        "HTTP_ORIGIN",
+        "HTTP_X_FORWARDED_FOR",
+        "HTTP_X_FORWARDED_PROTO",
+        "HTTP_X_REQUESTED_WITH",
+        "HTTP_IF_NONE_MATCH",
+        "HTTP_IF_MODIFIED_SINCE",
+        "HTTP_UPGRADE_INSECURE_REQUESTS",
+        "HTTP_SEC_FETCH_MODE",
+        "HTTP_SEC_FETCH_SITE",
+        "HTTP_SEC_FETCH_DEST",
+        "CONTENT_TYPE",
+        "CONTENT_LENGTH"
+    )
 }
 
 fn method<'py>(py: Python<'py>, m: &str) -> Bound<'py, PyString> {

@@ -10,7 +10,7 @@ use pyo3::types::{PyByteArray, PyBytes, PyString, PyTuple};
 use super::file_wrapper::FileWrapper;
 use super::{ClientDisconnected, Ctx, Outcome};
 use crate::channel::Conn;
-use crate::http::response::{build_head, chunk_size_line, status_has_body, HeadSpec, NotLatin1};
+use crate::http::response::{build_head, chunk_size_line, plain_decimal, status_has_body, HeadSpec, NotLatin1};
 use crate::http::{date, error, RequestHead, Version};
 
 const HOP_BY_HOP: [&str; 8] = [
@@ -129,11 +129,13 @@ impl Response {
                     "carriage return/line feed character present in header name",
                 ));
             }
-            let lower = name.to_ascii_lowercase();
-            if lower == "content-length" {
-                let n: u64 = py.get_type::<pyo3::types::PyInt>().call1((value,))?.extract()?;
-                content_length = Some(n);
-            } else if HOP_BY_HOP.contains(&lower.as_str()) {
+            if name.eq_ignore_ascii_case("content-length") {
+                content_length = Some(match plain_decimal(value) {
+                    Some(n) => n,
+                    // Anything else is parsed as Waitress parses it: Python's int().
+                    None => py.get_type::<pyo3::types::PyInt>().call1((value,))?.extract()?,
+                });
+            } else if HOP_BY_HOP.iter().any(|h| name.eq_ignore_ascii_case(h)) {
                 return Err(PyAssertionError::new_err(format!(
                     "{name} is a \"hop-by-hop\" header; it cannot be used by a WSGI application (see PEP 3333)"
                 )));
