@@ -1,6 +1,8 @@
 //! Response heads by Waitress's rules: header-name casing, sorting, Content-Length, keep-alive or
 //! close, chunking, Server/Via and Date.
 
+use std::borrow::Cow;
+
 use super::Version;
 
 /// What a response head is made from.
@@ -10,7 +12,7 @@ pub struct HeadSpec<'a> {
     /// The status line after the version, e.g. `200 OK` (as the app gave it).
     pub status: &'a str,
     /// The app's headers, validated (no CR/LF, no hop-by-hop), names as the app wrote them.
-    pub headers: &'a [(String, String)],
+    pub headers: &'a [(&'a str, &'a str)],
     /// The body length when known (the app's Content-Length, or inferred from a one-item app_iter).
     pub content_length: Option<u64>,
     /// The request said `Connection: close` (lower-cased, exact).
@@ -44,8 +46,17 @@ pub fn status_has_body(status: &str) -> bool {
     !(status.starts_with('1') || status.starts_with("204") || status.starts_with("304"))
 }
 
-/// `x-api-KEY` → `X-Api-Key`: Python's `str.capitalize` on each dash-separated part.
-pub fn capitalize_name(name: &str) -> String {
+/// `x-api-KEY` → `X-Api-Key`: Python's `str.capitalize` on each dash-separated part (borrowed
+/// when the name is already written so, as most are).
+pub fn capitalize_name(name: &str) -> Cow<'_, str> {
+    let capitalized = name.is_ascii()
+        && name.split('-').all(|part| {
+            let mut b = part.bytes();
+            b.next().is_none_or(|c| !c.is_ascii_lowercase()) && b.all(|c| !c.is_ascii_uppercase())
+        });
+    if capitalized {
+        return Cow::Borrowed(name);
+    }
     let mut out = String::with_capacity(name.len());
     for (i, part) in name.split('-').enumerate() {
         if i > 0 {
@@ -59,7 +70,7 @@ pub fn capitalize_name(name: &str) -> String {
             }
         }
     }
-    out
+    Cow::Owned(out)
 }
 
 /// Builds the head. Decides, as Waitress does: HTTP/1.0 keeps the connection only for a
@@ -67,14 +78,15 @@ pub fn capitalize_name(name: &str) -> String {
 /// body is allowed) and always closes.
 pub fn build_head(spec: &HeadSpec<'_>) -> Result<Head, NotLatin1> {
     let has_body = status_has_body(spec.status);
-    let mut out: Vec<(String, &str)> = Vec::with_capacity(spec.headers.len() + 4);
+    let mut out: Vec<(Cow<'_, str>, &str)> = Vec::with_capacity(spec.headers.len() + 4);
     let mut cl_header: Option<&str> = None;
     let mut date_set = false;
     let mut server_set = false;
-    let mut conn_header: Option<String> = None;
-    for (name, value) in spec.headers {
+    // The app's Connection header: None, or whether it says `close`.
+    let mut conn_header: Option<bool> = None;
+    for &(name, value) in spec.headers {
         let name = capitalize_name(name);
-        match name.as_str() {
+        match &*name {
             "Content-Length" => {
                 if !has_body {
                     continue;
@@ -83,7 +95,7 @@ pub fn build_head(spec: &HeadSpec<'_>) -> Result<Head, NotLatin1> {
             }
             "Date" => date_set = !value.is_empty(),
             "Server" => server_set = !value.is_empty(),
-            "Connection" => conn_header = Some(value.to_ascii_lowercase()),
+            "Connection" => conn_header = Some(value.eq_ignore_ascii_case("close")),
             _ => {}
         }
         out.push((name, value));
@@ -92,7 +104,7 @@ pub fn build_head(spec: &HeadSpec<'_>) -> Result<Head, NotLatin1> {
     if cl_header.is_none() && has_body {
         if let Some(cl) = spec.content_length {
             inferred = cl.to_string();
-            out.push(("Content-Length".into(), &inferred));
+            out.push((Cow::Borrowed("Content-Length"), &inferred));
             cl_header = Some(&inferred);
         }
     }
@@ -103,19 +115,19 @@ pub fn build_head(spec: &HeadSpec<'_>) -> Result<Head, NotLatin1> {
     match spec.version {
         Version::Http10 => {
             if spec.request_keep_alive && has_cl {
-                out.push(("Connection".into(), "Keep-Alive"));
+                out.push((Cow::Borrowed("Connection"), "Keep-Alive"));
             } else {
                 say_close = true;
             }
         }
         Version::Http11 => {
-            if conn_header.as_deref() == Some("close") {
+            if conn_header == Some(true) {
                 close = true;
             } else if spec.request_close || spec.force_close {
                 say_close = true;
             } else if !has_cl {
                 if has_body {
-                    out.push(("Transfer-Encoding".into(), "chunked"));
+                    out.push((Cow::Borrowed("Transfer-Encoding"), "chunked"));
                     chunked = true;
                 }
                 say_close = true;
@@ -124,19 +136,19 @@ pub fn build_head(spec: &HeadSpec<'_>) -> Result<Head, NotLatin1> {
     }
     if say_close {
         if conn_header.is_none() {
-            out.push(("Connection".into(), "close"));
+            out.push((Cow::Borrowed("Connection"), "close"));
         }
         close = true;
     }
     if !server_set {
         if let Some(ident) = spec.ident {
-            out.push(("Server".into(), ident));
+            out.push((Cow::Borrowed("Server"), ident));
         }
     } else {
-        out.push(("Via".into(), spec.ident.unwrap_or("maitre")));
+        out.push((Cow::Borrowed("Via"), spec.ident.unwrap_or("maitre")));
     }
     if !date_set {
-        out.push(("Date".into(), spec.date));
+        out.push((Cow::Borrowed("Date"), spec.date));
     }
     // Stable: same-named headers keep their order (RFC 9110 §5.3).
     out.sort_by(|a, b| a.0.cmp(&b.0));
@@ -203,6 +215,37 @@ pub fn plain_decimal(s: &str) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     #[test]
+    fn capitalize_name_as_python_and_borrowed_when_unchanged() {
+        use super::capitalize_name;
+        use std::borrow::Cow;
+        for (name, want) in [
+            ("x-api-KEY", "X-Api-Key"),
+            ("content-type", "Content-Type"),
+            ("CONTENT-LENGTH", "Content-Length"),
+            ("eTag", "Etag"),
+            ("x--y", "X--Y"),
+            ("-x-", "-X-"),
+            ("ümlaut-x", "Ümlaut-X"),
+        ] {
+            let got = capitalize_name(name);
+            assert_eq!(got, want);
+            assert!(matches!(got, Cow::Owned(_)), "{name}");
+        }
+        for name in [
+            "Content-Type",
+            "X-1a",
+            "1x-Y",
+            "Etag",
+            "",
+            "-",
+            "X--Y",
+            "Www-Authenticate",
+        ] {
+            assert!(matches!(capitalize_name(name), Cow::Borrowed(n) if n == name), "{name}");
+        }
+    }
+
+    #[test]
     fn plain_decimal_is_int_for_plain_digits_only() {
         use super::plain_decimal;
         assert_eq!(plain_decimal("0"), Some(0));
@@ -229,7 +272,7 @@ mod tests {
 
     const DATE: &str = "Sun, 22 Nov 2026 04:15:48 GMT";
 
-    fn spec<'a>(version: Version, status: &'a str, headers: &'a [(String, String)]) -> HeadSpec<'a> {
+    fn spec<'a>(version: Version, status: &'a str, headers: &'a [(&'a str, &'a str)]) -> HeadSpec<'a> {
         HeadSpec {
             version,
             status,
@@ -243,8 +286,8 @@ mod tests {
         }
     }
 
-    fn h(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    fn h<'a>(pairs: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {
+        pairs.to_vec()
     }
 
     fn text(head: &Head) -> String {

@@ -34,7 +34,9 @@ pub struct Response {
     req_keep_alive: bool,
     force_close: bool,
     status: Option<String>,
-    headers: Vec<(String, String)>,
+    /// The app's headers as it gave them (validated `str`s; read without copying when the head
+    /// is built).
+    headers: Vec<(Py<PyString>, Py<PyString>)>,
     content_length: Option<u64>,
     started: bool,
     wrote_header: bool,
@@ -98,7 +100,20 @@ impl Response {
                 "carriage return/line feed character present in status",
             ));
         }
-        let mut added = Vec::new();
+        // Added in place; taken back out if a later header is invalid.
+        let before = self.headers.len();
+        let checked = self.add_headers(py, headers);
+        if checked.is_err() {
+            self.headers.truncate(before);
+        }
+        self.content_length = checked?;
+        self.status = Some(status.to_owned());
+        self.started = true;
+        Ok(())
+    }
+
+    /// Validates the app's headers and appends them; returns the Content-Length they set.
+    fn add_headers(&mut self, py: Python<'_>, headers: &Bound<'_, PyAny>) -> PyResult<Option<u64>> {
         let mut content_length = self.content_length;
         for item in headers.try_iter()? {
             let item = item?;
@@ -140,22 +155,26 @@ impl Response {
                     "{name} is a \"hop-by-hop\" header; it cannot be used by a WSGI application (see PEP 3333)"
                 )));
             }
-            added.push((name.to_owned(), value.to_owned()));
+            self.headers.push((
+                k.downcast_into::<PyString>()?.unbind(),
+                v.downcast_into::<PyString>()?.unbind(),
+            ));
         }
-        self.status = Some(status.to_owned());
-        self.headers.extend(added);
-        self.content_length = content_length;
-        self.started = true;
-        Ok(())
+        Ok(content_length)
     }
 
     /// The response head (sans-IO rules in `http::response`); records chunking and keep-alive.
-    fn build_head(&mut self) -> PyResult<Vec<u8>> {
+    fn build_head(&mut self, py: Python<'_>) -> PyResult<Vec<u8>> {
         let now = date::http_date();
+        let headers = self
+            .headers
+            .iter()
+            .map(|(k, v)| Ok((k.bind(py).to_str()?, v.bind(py).to_str()?)))
+            .collect::<PyResult<Vec<(&str, &str)>>>()?;
         let spec = HeadSpec {
             version: self.version,
             status: self.status.as_deref().unwrap_or("200 OK"),
-            headers: &self.headers,
+            headers: &headers,
             content_length: self.content_length,
             request_close: self.req_close,
             request_keep_alive: self.req_keep_alive,
@@ -207,7 +226,7 @@ impl Response {
         let head = if self.wrote_header {
             None
         } else {
-            let h = self.build_head()?;
+            let h = self.build_head(py)?;
             self.wrote_header = true;
             Some(h)
         };
@@ -289,8 +308,10 @@ impl Response {
     /// proxy middleware does through the app path).
     pub fn respond(mut self, py: Python<'_>, status: &str, body: &[u8]) -> Outcome {
         self.status = Some(status.to_owned());
-        self.headers
-            .push(("Content-Type".into(), "text/plain; charset=utf-8".into()));
+        self.headers.push((
+            PyString::new(py, "Content-Type").unbind(),
+            PyString::new(py, "text/plain; charset=utf-8").unbind(),
+        ));
         self.started = true;
         if self.write_bytes(py, body).and_then(|()| self.finish(py)).is_err() {
             return Outcome::Close;
@@ -355,8 +376,12 @@ impl Response {
         }
     }
 
-    fn remove_content_length(&mut self) {
-        self.headers.retain(|(k, _)| !k.eq_ignore_ascii_case("content-length"));
+    fn remove_content_length(&mut self, py: Python<'_>) {
+        self.headers.retain(|(k, _)| {
+            !k.bind(py)
+                .to_str()
+                .is_ok_and(|k| k.eq_ignore_ascii_case("content-length"))
+        });
     }
 }
 
@@ -432,7 +457,7 @@ pub fn send_app_iter(py: Python<'_>, sr: &Py<StartResponse>, app_iter: &Bound<'_
             let r = guard.get()?;
             if cl != Some(size) {
                 if cl.is_some() {
-                    r.remove_content_length();
+                    r.remove_content_length(py);
                 }
                 r.content_length = Some(size);
             }
