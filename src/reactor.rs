@@ -136,6 +136,8 @@ pub struct Reactor {
     config: LoopConfig,
     /// Connections that became ready for a worker this round (dispatched together).
     ready: Vec<Arc<Conn>>,
+    /// Scratch space for the requests parsed from one read (reused; empty between reads).
+    items: Vec<Item>,
     /// Set once stopping: the loop ends when every connection is done or at this instant.
     drain_deadline: Option<Instant>,
     /// accept() failed for lack of resources: retry on the next tick.
@@ -172,6 +174,7 @@ impl Reactor {
             dispatcher,
             config,
             ready: Vec::new(),
+            items: Vec::new(),
             drain_deadline: None,
             accept_retry: false,
             accept_resume: false,
@@ -378,7 +381,8 @@ impl Reactor {
             return;
         }
         let conn = entry.conn.clone();
-        let mut items: Vec<Item> = Vec::new();
+        // The round's requests, in a buffer kept across calls.
+        let mut items = std::mem::take(&mut self.items);
         let mut parse_error = None;
         let mut eof = false;
         let mut failed = false;
@@ -513,7 +517,7 @@ impl Reactor {
             // As Waitress: `100 Continue` only when no earlier request is pending on the
             // connection (a running or queued one); the client then just sends its body.
             let mut pending = st.busy || !st.queue.is_empty();
-            for item in items {
+            for item in items.drain(..) {
                 match item {
                     Item::Continue if pending => continue,
                     Item::Request(_) => pending = true,
@@ -525,6 +529,8 @@ impl Reactor {
                 st.error = parse_error;
             }
         }
+        items.clear();
+        self.items = items;
         self.after_read(slot, st);
     }
 

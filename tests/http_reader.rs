@@ -54,7 +54,7 @@ fn body_bytes(body: Body) -> Vec<u8> {
 fn summarize(req: Request) -> Out {
     let h = req.head;
     Out::Req {
-        method: h.method,
+        method: h.method.into_owned(),
         version: h.version,
         uri: h.request_uri,
         path: h.path,

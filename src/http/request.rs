@@ -23,7 +23,8 @@ pub struct Header {
 #[derive(Debug)]
 pub struct RequestHead {
     /// The method as sent (an upper-case token).
-    pub method: String,
+    /// The method (shared for the common ones).
+    pub method: Cow<'static, str>,
     /// The version the response is written with.
     pub version: Version,
     /// The request-target exactly as sent (`REQUEST_URI`).
@@ -416,7 +417,16 @@ pub(crate) fn parse_head(block: &[u8], max_body: u64) -> Result<(RequestHead, Fr
     };
 
     let head = RequestHead {
-        method: latin1(method),
+        method: match method {
+            b"GET" => Cow::Borrowed("GET"),
+            b"POST" => Cow::Borrowed("POST"),
+            b"HEAD" => Cow::Borrowed("HEAD"),
+            b"PUT" => Cow::Borrowed("PUT"),
+            b"DELETE" => Cow::Borrowed("DELETE"),
+            b"PATCH" => Cow::Borrowed("PATCH"),
+            b"OPTIONS" => Cow::Borrowed("OPTIONS"),
+            _ => Cow::Owned(latin1(method)),
+        },
         version,
         request_uri: target.to_vec(),
         path,

@@ -166,15 +166,26 @@ impl Response {
     /// The response head (sans-IO rules in `http::response`); records chunking and keep-alive.
     fn build_head(&mut self, py: Python<'_>) -> PyResult<Vec<u8>> {
         let now = date::http_date();
-        let headers = self
-            .headers
-            .iter()
-            .map(|(k, v)| Ok((k.bind(py).to_str()?, v.bind(py).to_str()?)))
-            .collect::<PyResult<Vec<(&str, &str)>>>()?;
+        // Borrowed views of the app's strings: on the stack for the usual handful of headers.
+        let mut few = [("", ""); 16];
+        let many: Vec<(&str, &str)>;
+        let headers: &[(&str, &str)] = if self.headers.len() <= few.len() {
+            for (slot, (k, v)) in few.iter_mut().zip(&self.headers) {
+                *slot = (k.bind(py).to_str()?, v.bind(py).to_str()?);
+            }
+            &few[..self.headers.len()]
+        } else {
+            many = self
+                .headers
+                .iter()
+                .map(|(k, v)| Ok((k.bind(py).to_str()?, v.bind(py).to_str()?)))
+                .collect::<PyResult<_>>()?;
+            &many
+        };
         let spec = HeadSpec {
             version: self.version,
             status: self.status.as_deref().unwrap_or("200 OK"),
-            headers: &headers,
+            headers,
             content_length: self.content_length,
             request_close: self.req_close,
             request_keep_alive: self.req_keep_alive,
