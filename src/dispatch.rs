@@ -102,7 +102,8 @@ impl Pool {
     /// other connections.
     fn next(&self) -> Option<Arc<Conn>> {
         let mut q = self.queue.lock().unwrap_or_else(|p| p.into_inner());
-        let mut seen = self.progress.load(Ordering::SeqCst);
+        // The progress count when this worker started watching a busy pool.
+        let mut watching: Option<u64> = None;
         loop {
             if self.shutdown.load(Ordering::SeqCst) {
                 return None;
@@ -111,11 +112,12 @@ impl Pool {
                 self.waiting.fetch_add(1, Ordering::SeqCst);
                 q = self.ready.wait(q).unwrap_or_else(|p| p.into_inner());
                 self.waiting.fetch_sub(1, Ordering::SeqCst);
-                seen = self.progress.load(Ordering::SeqCst);
+                watching = None;
                 continue;
             }
             let now = self.progress.load(Ordering::SeqCst);
-            if self.active.load(Ordering::SeqCst) == 0 || now == seen {
+            if self.active.load(Ordering::SeqCst) == 0 || watching == Some(now) {
+                // Nobody is serving, or nobody finished a request for HELP_AFTER: step in.
                 self.active.fetch_add(1, Ordering::SeqCst);
                 let conn = q.pop_front();
                 if !q.is_empty() {
@@ -124,7 +126,8 @@ impl Pool {
                 }
                 return conn;
             }
-            seen = now;
+            // Another worker is serving and made progress: leave the work to it for now.
+            watching = Some(now);
             q = self
                 .ready
                 .wait_timeout(q, HELP_AFTER)
