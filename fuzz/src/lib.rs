@@ -92,7 +92,7 @@ pub fn summarize(req: Request, limits: &Limits) -> Out {
         assert!(body.is_empty(), "a body without CONTENT_LENGTH");
     }
     Out::Req {
-        method: h.method,
+        method: h.method.into_owned(),
         version: h.version,
         uri: h.request_uri,
         path: h.path,
