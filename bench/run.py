@@ -793,7 +793,7 @@ def targets(summary, servers):
                              ref / other >= want))
         p99, bp99 = (summary.get((sc, s), {}).get("p99_ms") for s in (REFERENCE, "bjoern"))
         if p99 is not None and bp99 is not None:
-            rows.append((f"`{sc}`: p99 ≤ bjoern's", f"{p99:.2f} ms vs {bp99:.2f} ms",
+            rows.append((f"`{sc}`: p99 ≤ bjoern's", f"{p99:.3f} ms vs {bp99:.3f} ms",
                          p99 <= bp99))
     for sc in SCENARIOS:
         if sc in ("hello", "environ"):
