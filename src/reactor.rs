@@ -123,6 +123,22 @@ struct Entry {
     last_activity: Instant,
 }
 
+impl Entry {
+    /// After a successful read: whether to read this connection again in this round. Not after
+    /// an error or with enough requests queued (reading pauses until a worker catches up), nor
+    /// after a short read, which drained the socket (new data raises a new readiness edge),
+    /// unless the edge carried a hang-up and everything up to it must be read now.
+    fn keep_reading(&mut self, queued: usize, short_read: bool, to_the_end: bool) -> bool {
+        if self.read_done || queued >= MAX_QUEUED {
+            if !self.read_done {
+                self.paused = true;
+            }
+            return false;
+        }
+        !short_read || to_the_end
+    }
+}
+
 /// The event loop and the connections it owns.
 pub struct Reactor {
     poll: Poll,
@@ -418,17 +434,9 @@ impl Reactor {
                                 parse_error = Some(e);
                                 entry.read_done = true;
                             }
-                            if entry.read_done || items.len() >= MAX_QUEUED {
-                                if !entry.read_done {
-                                    entry.paused = true;
-                                }
-                                break;
+                            if entry.keep_reading(items.len(), n < asked, to_the_end) {
+                                continue;
                             }
-                            if n < asked && !to_the_end {
-                                // A short read drained the socket.
-                                break;
-                            }
-                            continue;
                         }
                         Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                         Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
@@ -485,14 +493,7 @@ impl Reactor {
                 entry.rbuf.copy_within(pos..entry.filled, 0);
                 entry.filled -= pos;
             }
-            if entry.read_done || items.len() >= MAX_QUEUED {
-                if !entry.read_done {
-                    entry.paused = true;
-                }
-                break;
-            }
-            if n < room && !to_the_end {
-                // A short read drained the socket; new data raises a new readiness edge.
+            if !entry.keep_reading(items.len(), n < room, to_the_end) {
                 break;
             }
         }
