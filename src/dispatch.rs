@@ -177,10 +177,12 @@ impl Pool {
                 }
                 Some(Item::Request(req)) => {
                     drop(st);
-                    let outcome = wsgi::serve_request(py, &self.ctx, conn, *req);
+                    let (outcome, spent) = wsgi::serve_request(py, &self.ctx, conn, req);
                     self.progress.fetch_add(1, Ordering::Relaxed);
+                    let mut st = conn.lock();
+                    st.spent.push(spent);
                     if outcome == Outcome::Close {
-                        return self.finish(conn, conn.lock(), true);
+                        return self.finish(conn, st, true);
                     }
                 }
                 None => {

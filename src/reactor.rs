@@ -12,7 +12,7 @@ use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Registry, Token, Waker};
 
 use crate::channel::{Conn, ConnState, Item, Peer, Stream};
-use crate::http::{date, Limits, RequestReader};
+use crate::http::{date, Limits, Request, RequestReader};
 
 /// Queued requests past which a connection's reading pauses until a worker catches up.
 const MAX_QUEUED: usize = 32;
@@ -154,6 +154,10 @@ pub struct Reactor {
     ready: Vec<Arc<Conn>>,
     /// Scratch space for the requests parsed from one read (reused; empty between reads).
     items: Vec<Item>,
+    /// Served requests taken back from a connection, freed here (see `ConnState::spent`). Boxed
+    /// as they were parsed: the box is one of the allocations to free on this thread.
+    #[allow(clippy::vec_box)]
+    spent: Vec<Box<Request>>,
     /// Set once stopping: the loop ends when every connection is done or at this instant.
     drain_deadline: Option<Instant>,
     /// accept() failed for lack of resources: retry on the next tick.
@@ -191,6 +195,7 @@ impl Reactor {
             config,
             ready: Vec::new(),
             items: Vec::new(),
+            spent: Vec::new(),
             drain_deadline: None,
             accept_retry: false,
             accept_resume: false,
@@ -502,6 +507,8 @@ impl Reactor {
         }
         let paused = entry.paused;
         let mut st = conn.lock();
+        // Take back the requests served since the last read, to free them on this thread.
+        std::mem::swap(&mut st.spent, &mut self.spent);
         if failed {
             st.closed = true;
             st.out.clear();
@@ -533,6 +540,7 @@ impl Reactor {
         items.clear();
         self.items = items;
         self.after_read(slot, st);
+        self.spent.clear();
     }
 
     /// Decides what a connection needs after its state changed on the loop thread.

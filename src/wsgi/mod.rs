@@ -78,10 +78,22 @@ impl Ctx {
 /// 500 (or a closed connection once headers went out) and an ERROR log line. A Rust panic while
 /// serving costs this request a 500 (if nothing was sent yet) and the connection, never the
 /// process.
-pub fn serve_request(py: Python<'_>, ctx: &Arc<Ctx>, conn: &Arc<Conn>, req: Request) -> Outcome {
-    let Request { mut head, body } = req;
+///
+/// The request comes back (without its body) for the caller to hand back to the event loop.
+pub fn serve_request(
+    py: Python<'_>,
+    ctx: &Arc<Ctx>,
+    conn: &Arc<Conn>,
+    mut req: Box<Request>,
+) -> (Outcome, Box<Request>) {
+    let body = std::mem::replace(&mut req.body, Body::Empty);
+    let outcome = serve_guarded(py, ctx, conn, &mut req.head, body);
+    (outcome, req)
+}
+
+fn serve_guarded(py: Python<'_>, ctx: &Arc<Ctx>, conn: &Arc<Conn>, head: &mut RequestHead, body: Body) -> Outcome {
     let before = conn.lock().produced;
-    let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| serve(py, ctx, conn, &mut head, body)));
+    let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| serve(py, ctx, conn, head, body)));
     match run {
         Ok(outcome) => outcome,
         Err(panic) => {
