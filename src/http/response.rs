@@ -49,11 +49,19 @@ pub fn status_has_body(status: &str) -> bool {
 /// `x-api-KEY` → `X-Api-Key`: Python's `str.capitalize` on each dash-separated part (borrowed
 /// when the name is already written so, as most are).
 pub fn capitalize_name(name: &str) -> Cow<'_, str> {
-    let capitalized = name.is_ascii()
-        && name.split('-').all(|part| {
-            let mut b = part.bytes();
-            b.next().is_none_or(|c| !c.is_ascii_lowercase()) && b.all(|c| !c.is_ascii_uppercase())
-        });
+    // Each byte as capitalize() leaves it: not lower-case at the start of a part, not upper-case
+    // elsewhere (ASCII only; anything else takes the general path).
+    let mut part_start = true;
+    let capitalized = name.bytes().all(|b| {
+        let ok = b.is_ascii()
+            && if part_start {
+                !b.is_ascii_lowercase()
+            } else {
+                !b.is_ascii_uppercase()
+            };
+        part_start = b == b'-';
+        ok
+    });
     if capitalized {
         return Cow::Borrowed(name);
     }
