@@ -68,6 +68,25 @@ fn summarize(req: Request) -> Out {
     }
 }
 
+/// Feeds the unconsumed bytes in `buf` until the reader needs more, recording each event in
+/// `out` and removing what was consumed. Returns the error that ended the input, if one did.
+fn feed_buffered(r: &mut RequestReader, buf: &mut Vec<u8>, out: &mut Vec<Out>) -> Option<HttpError> {
+    loop {
+        let (used, ev) = r.feed(buf);
+        assert!(used <= buf.len());
+        buf.drain(..used);
+        match ev {
+            Event::NeedMore => return None,
+            Event::ExpectContinue => out.push(Out::Continue),
+            Event::Request(req) => out.push(summarize(*req)),
+            Event::Error(e) => {
+                out.push(Out::Err(e.code, e.detail.clone(), e.version));
+                return Some(e);
+            }
+        }
+    }
+}
+
 /// Feeds `data` in pieces of the given sizes (the rest at the end) the way an event loop does:
 /// a buffer of unconsumed bytes, `feed` called until it needs more. Returns the events and the
 /// number of bytes left unconsumed.
@@ -81,24 +100,13 @@ fn run_split(l: Limits, data: &[u8], pieces: &[usize]) -> (Vec<Out>, usize) {
         let n = sizes.next().unwrap_or(data.len() - fed).min(data.len() - fed);
         buf.extend_from_slice(&data[fed..fed + n]);
         fed += n;
-        loop {
-            let (used, ev) = r.feed(&buf);
-            assert!(used <= buf.len());
-            buf.drain(..used);
-            match ev {
-                Event::NeedMore => break,
-                Event::ExpectContinue => out.push(Out::Continue),
-                Event::Request(req) => out.push(summarize(*req)),
-                Event::Error(e) => {
-                    out.push(Out::Err(e.code, e.detail.clone(), e.version));
-                    // The reader never recovers.
-                    let (again_used, again) = r.feed(&buf);
-                    assert_eq!(again_used, 0);
-                    assert!(matches!(again, Event::Error(ref e2) if *e2 == e));
-                    assert!(r.is_failed());
-                    return (out, 0);
-                }
-            }
+        if let Some(e) = feed_buffered(&mut r, &mut buf, &mut out) {
+            // The reader never recovers.
+            let (again_used, again) = r.feed(&buf);
+            assert_eq!(again_used, 0);
+            assert!(matches!(again, Event::Error(ref e2) if *e2 == e));
+            assert!(r.is_failed());
+            return (out, 0);
         }
         if fed >= data.len() {
             return (out, buf.len());
@@ -1048,18 +1056,8 @@ fn run_direct(l: Limits, data: &[u8], pieces: &[usize]) -> (Vec<Out>, usize) {
         }
         buf.extend_from_slice(&data[taken..arrived]);
         taken = arrived;
-        loop {
-            let (used, ev) = r.feed(&buf);
-            buf.drain(..used);
-            match ev {
-                Event::NeedMore => break,
-                Event::ExpectContinue => out.push(Out::Continue),
-                Event::Request(req) => out.push(summarize(*req)),
-                Event::Error(e) => {
-                    out.push(Out::Err(e.code, e.detail.clone(), e.version));
-                    return (out, direct);
-                }
-            }
+        if feed_buffered(&mut r, &mut buf, &mut out).is_some() {
+            return (out, direct);
         }
     }
     (out, direct)
