@@ -119,21 +119,21 @@ impl Response {
             let item = item?;
             let (k, v): (Bound<'_, PyAny>, Bound<'_, PyAny>) = item.extract()?;
             let pair = || PyTuple::new(py, [&k, &v]).and_then(|t| t.repr()).map(|r| r.to_string());
-            let Ok(name) = k.downcast::<PyString>() else {
+            let Ok(name_str) = k.downcast::<PyString>() else {
                 return Err(PyAssertionError::new_err(format!(
                     "Header name {} is not a string in {}",
                     k.repr()?,
                     pair()?
                 )));
             };
-            let Ok(value) = v.downcast::<PyString>() else {
+            let Ok(value_str) = v.downcast::<PyString>() else {
                 return Err(PyAssertionError::new_err(format!(
                     "Header value {} is not a string in {}",
                     v.repr()?,
                     pair()?
                 )));
             };
-            let (name, value) = (name.to_str()?, value.to_str()?);
+            let (name, value) = (name_str.to_str()?, value_str.to_str()?);
             if value.contains(['\r', '\n']) {
                 return Err(PyValueError::new_err(
                     "carriage return/line feed character present in header value",
@@ -155,10 +155,8 @@ impl Response {
                     "{name} is a \"hop-by-hop\" header; it cannot be used by a WSGI application (see PEP 3333)"
                 )));
             }
-            self.headers.push((
-                k.downcast_into::<PyString>()?.unbind(),
-                v.downcast_into::<PyString>()?.unbind(),
-            ));
+            self.headers
+                .push((name_str.clone().unbind(), value_str.clone().unbind()));
         }
         Ok(content_length)
     }
