@@ -190,6 +190,12 @@ impl Conn {
         }
         st.produced += total as u64;
         let mut sent = 0usize;
+        if !st.out.is_empty() && st.out.flush_to(&self.stream).is_err() {
+            // Output from earlier is still pending: push it on first (the socket may have room).
+            st.closed = true;
+            st.out.clear();
+            return Err(Disconnected);
+        }
         if st.out.is_empty() {
             // Responses come in a few parts (head, chunk line, data, CRLF): no allocation.
             let mut slices = [IoSlice::new(&[]); 8];

@@ -1,9 +1,21 @@
-//! The pool of Python worker threads (`threads`): each takes a connection with queued requests,
-//! runs the app for them in order under the GIL, and writes the responses.
+//! The worker pool (`threads`) and who runs the event loop.
+//!
+//! The event loop ([`Reactor`]) belongs to no thread. A worker with nothing to serve takes it and
+//! runs rounds of it (without the GIL) until a round leaves connections with work; it puts the
+//! loop back and serves that work itself, under the GIL, then goes back to the loop. On a busy
+//! server one worker thus reads, runs the app and writes back to back, as a single-threaded
+//! server would: no hand-off between threads, no context switch per batch of requests.
+//!
+//! The other workers wait. The main thread ([`Pool::supervise`]) keeps watch: it handles Python's
+//! signals, and when no request has finished for [`HELP_AFTER`] (the app is slow or blocked) it
+//! lets an idle worker take queued work or the loop, or runs the loop itself when every worker is
+//! in the app. So a slow request never holds up other connections, reading, accepting, timeouts,
+//! or the noticing of a client that went away.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
+use std::io;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -11,52 +23,87 @@ use pyo3::prelude::*;
 
 use crate::channel::{Conn, ConnState, Disconnected, Item};
 use crate::http::date;
-use crate::reactor::{Dispatch, Notifier};
+use crate::reactor::{Notifier, Reactor, TICK};
 use crate::wsgi::{self, Ctx, Outcome};
 
 /// Resume a paused connection once its queue is this short.
 const RESUME_BELOW: usize = 16;
-/// How long the active workers may go without finishing a request before an idle one steps in.
+/// How long the pool may go without finishing a request before the watch steps in.
 const HELP_AFTER: Duration = Duration::from_millis(2);
 
-/// The worker pool; also the event loop's [`Dispatch`].
-pub struct Pool {
-    /// Connections with work.
-    queue: Mutex<VecDeque<Arc<Conn>>>,
-    /// Requests finished so far (how an idle worker tells a busy pool from a stuck one).
-    progress: AtomicU64,
-    ready: Condvar,
+/// What the pool's threads share, behind one lock.
+struct State {
+    /// Connections with work, waiting for a worker.
+    queue: VecDeque<Arc<Conn>>,
+    /// The event loop; `None` while a thread runs a round of it.
+    reactor: Option<Box<Reactor>>,
     /// Workers running the app (or about to).
-    active: AtomicUsize,
-    /// Workers blocked on `ready` (changed only under the queue lock).
-    waiting: AtomicUsize,
-    shutdown: AtomicBool,
+    active: usize,
+    /// Workers waiting on `Pool::idle`.
+    idle: usize,
+    /// No request finished for a while: the next idle worker may take queued work even though
+    /// another one is active.
+    help: bool,
+    /// The loop is over (stopped and drained, or failed): workers exit.
+    finished: bool,
+    /// The watch is in its long (idle) wait: a worker starting on work wakes it.
+    watch_idle: bool,
+}
+
+/// The worker pool.
+pub struct Pool {
+    state: Mutex<State>,
+    /// Idle workers wait here.
+    idle: Condvar,
+    /// The supervisor (main thread) waits here.
+    watch: Condvar,
+    /// Requests finished so far (how the watch tells a busy pool from a stuck one).
+    progress: AtomicU64,
     ctx: Arc<Ctx>,
-    notifier: OnceLock<Arc<Notifier>>,
-    /// An exception raised by a signal handler while the loop ran (KeyboardInterrupt).
+    notifier: Arc<Notifier>,
+    /// An exception raised by a signal handler while the server ran (KeyboardInterrupt).
     pub pending_error: Mutex<Option<PyErr>>,
+    /// The error that ended the loop, if one did.
+    loop_error: Mutex<Option<io::Error>>,
     handles: Mutex<Vec<JoinHandle<()>>>,
 }
 
+/// What an idle worker does next.
+enum Job {
+    Serve(Arc<Conn>),
+    Exit,
+}
+
 impl Pool {
-    pub fn new(ctx: Arc<Ctx>) -> Arc<Pool> {
+    pub fn new(ctx: Arc<Ctx>, reactor: Reactor) -> Arc<Pool> {
+        let notifier = reactor.notifier();
         Arc::new(Pool {
-            queue: Mutex::new(VecDeque::new()),
-            ready: Condvar::new(),
-            active: AtomicUsize::new(0),
-            waiting: AtomicUsize::new(0),
+            state: Mutex::new(State {
+                queue: VecDeque::new(),
+                reactor: Some(Box::new(reactor)),
+                active: 0,
+                idle: 0,
+                help: false,
+                finished: false,
+                watch_idle: false,
+            }),
+            idle: Condvar::new(),
+            watch: Condvar::new(),
             progress: AtomicU64::new(0),
-            shutdown: AtomicBool::new(false),
             ctx,
-            notifier: OnceLock::new(),
+            notifier,
             pending_error: Mutex::new(None),
+            loop_error: Mutex::new(None),
             handles: Mutex::new(Vec::new()),
         })
     }
 
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// Starts `n` worker threads. Called from `run()`, never at import (tests fork after import).
-    pub fn start(self: &Arc<Self>, n: usize, notifier: Arc<Notifier>) {
-        let _ = self.notifier.set(notifier);
+    pub fn start(self: &Arc<Self>, n: usize) {
         let mut handles = self.handles.lock().unwrap_or_else(|p| p.into_inner());
         for i in 0..n.max(1) {
             let pool = self.clone();
@@ -68,11 +115,114 @@ impl Pool {
         }
     }
 
+    /// Runs on the main thread until the loop is over: handles signals (a first
+    /// KeyboardInterrupt stops gracefully, a second one at once) and keeps watch over the
+    /// workers (see the module documentation).
+    pub fn supervise(&self, py: Python<'_>) {
+        let _batch = crate::sched::BatchGuard::enter();
+        let mut last_tick = Instant::now();
+        let mut seen = self.progress.load(Ordering::SeqCst);
+        loop {
+            let over = py.allow_threads(|| self.keep_watch(&mut seen));
+            if over {
+                return;
+            }
+            if last_tick.elapsed() >= TICK {
+                last_tick = Instant::now();
+                if let Err(e) = py.check_signals() {
+                    *self.pending_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
+                    if self.notifier.stopping() {
+                        self.notifier.abort();
+                    } else {
+                        self.notifier.stop();
+                    }
+                }
+            }
+        }
+    }
+
+    /// One turn of the watch (without the GIL); returns true once the loop is over.
+    fn keep_watch(&self, seen: &mut u64) -> bool {
+        let mut st = self.lock();
+        if st.finished {
+            return true;
+        }
+        // Nothing running and nothing finished since the last look: the server is idle; look
+        // again in a while (a worker starting on work cuts the wait short).
+        let now = self.progress.load(Ordering::SeqCst);
+        let idle = now == *seen && st.active == 0 && st.queue.is_empty();
+        st.watch_idle = idle;
+        let timeout = if idle { TICK } else { HELP_AFTER };
+        st = self
+            .watch
+            .wait_timeout(st, timeout)
+            .unwrap_or_else(|p| p.into_inner())
+            .0;
+        st.watch_idle = false;
+        if st.finished {
+            return true;
+        }
+        let now = self.progress.load(Ordering::SeqCst);
+        let stalled = now == *seen;
+        *seen = now;
+        if stalled && st.active > 0 && !st.queue.is_empty() {
+            // The active workers are stuck: queued work goes to an idle one.
+            st.help = true;
+        }
+        let vacant = st.reactor.is_some();
+        let nobody_loops = vacant && (stalled || st.active == 0 || self.notifier.stopping());
+        if st.idle > 0 && (nobody_loops || st.help) {
+            self.idle.notify_one();
+        } else if nobody_loops {
+            // Every worker is in the app: run the loop here meanwhile.
+            if let Some(reactor) = st.reactor.take() {
+                drop(st);
+                let mut reactor = reactor;
+                let res = reactor.round(Duration::ZERO);
+                st = self.lock();
+                self.put_back(&mut st, reactor, res);
+                if !st.queue.is_empty() && st.idle > 0 {
+                    self.idle.notify_one();
+                }
+            }
+        }
+        st.finished
+    }
+
+    /// Returns the loop after a round, with the work it found; ends the pool if it is over.
+    fn put_back(&self, st: &mut State, mut reactor: Box<Reactor>, res: io::Result<bool>) {
+        reactor.take_ready(&mut st.queue);
+        st.reactor = Some(reactor);
+        let over = match res {
+            Ok(more) => !more,
+            Err(e) => {
+                *self.loop_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
+                true
+            }
+        };
+        if over {
+            st.finished = true;
+            self.idle.notify_all();
+            self.watch.notify_all();
+        }
+    }
+
+    /// Takes the event loop back once the pool is over (to close what is left).
+    pub fn take_reactor(&self) -> Option<Box<Reactor>> {
+        self.lock().reactor.take()
+    }
+
+    /// The error that ended the loop, if one did.
+    pub fn loop_error(&self) -> Option<io::Error> {
+        self.loop_error.lock().unwrap_or_else(|p| p.into_inner()).take()
+    }
+
     /// Stops the workers: they finish the request they are running and exit. Waits up to
     /// `timeout` for them; a worker stuck in the app is left behind, as Waitress leaves it.
     pub fn stop(&self, timeout: Duration) {
-        self.shutdown.store(true, Ordering::SeqCst);
-        self.ready.notify_all();
+        self.lock().finished = true;
+        self.idle.notify_all();
+        self.watch.notify_all();
         let handles = std::mem::take(&mut *self.handles.lock().unwrap_or_else(|p| p.into_inner()));
         let deadline = Instant::now() + timeout;
         for h in handles {
@@ -85,71 +235,72 @@ impl Pool {
         }
     }
 
-    fn notifier(&self) -> &Arc<Notifier> {
-        self.notifier.get().expect("pool started")
-    }
-
-    /// Takes the next connection without waiting.
-    fn try_next(&self) -> Option<Arc<Conn>> {
-        let mut q = self.queue.lock().unwrap_or_else(|p| p.into_inner());
-        q.pop_front()
-    }
-
-    /// Waits for work (without the GIL). While another worker is running the app, queued work
-    /// is left to it as long as it makes progress: one worker serving a fast app back to back
-    /// beats several fighting over the GIL. When no request has finished for [`HELP_AFTER`]
-    /// (the app is slow or blocked), an idle worker steps in, so a slow request never holds up
-    /// other connections.
-    fn next(&self) -> Option<Arc<Conn>> {
-        let mut q = self.queue.lock().unwrap_or_else(|p| p.into_inner());
-        // The progress count when this worker started watching a busy pool.
-        let mut watching: Option<u64> = None;
+    /// Without the GIL: runs the event loop while it is free, until there is work this worker
+    /// may take. `done_one`: the worker just stopped serving (it still counts as active).
+    fn next_job(&self, done_one: bool) -> Job {
+        let mut st = self.lock();
+        if done_one {
+            st.active -= 1;
+        }
         loop {
-            if self.shutdown.load(Ordering::SeqCst) {
-                return None;
+            if st.finished {
+                return Job::Exit;
             }
-            if q.is_empty() {
-                self.waiting.fetch_add(1, Ordering::SeqCst);
-                q = self.ready.wait(q).unwrap_or_else(|p| p.into_inner());
-                self.waiting.fetch_sub(1, Ordering::SeqCst);
-                watching = None;
+            if !st.queue.is_empty() && (st.active == 0 || st.help) {
+                // Nobody is serving, or the watch asked for help: take the work.
+                st.help = false;
+                st.active += 1;
+                if std::mem::take(&mut st.watch_idle) {
+                    self.watch.notify_one();
+                }
+                if let Some(conn) = st.queue.pop_front() {
+                    return Job::Serve(conn);
+                }
+                st.active -= 1;
+            }
+            if let Some(mut reactor) = st.reactor.take() {
+                // Work queued but left to another worker: poll briefly, to look again soon.
+                let others = !st.queue.is_empty();
+                let before = self.progress.load(Ordering::SeqCst);
+                drop(st);
+                let started = Instant::now();
+                let res = reactor.round(if others { HELP_AFTER } else { TICK });
+                st = self.lock();
+                self.put_back(&mut st, reactor, res);
+                if others
+                    && st.active > 0
+                    && !st.queue.is_empty()
+                    && self.progress.load(Ordering::SeqCst) == before
+                    && started.elapsed() >= HELP_AFTER
+                {
+                    // The active worker finished nothing meanwhile: step in.
+                    st.help = true;
+                }
                 continue;
             }
-            let now = self.progress.load(Ordering::SeqCst);
-            if self.active.load(Ordering::SeqCst) == 0 || watching == Some(now) {
-                // Nobody is serving, or nobody finished a request for HELP_AFTER: step in.
-                self.active.fetch_add(1, Ordering::SeqCst);
-                let conn = q.pop_front();
-                if !q.is_empty() {
-                    // Still more: another idle worker keeps watch in turn.
-                    self.ready.notify_one();
-                }
-                return conn;
-            }
-            // Another worker is serving and made progress: leave the work to it for now.
-            watching = Some(now);
-            q = self
-                .ready
-                .wait_timeout(q, HELP_AFTER)
-                .unwrap_or_else(|p| p.into_inner())
-                .0;
+            st.idle += 1;
+            st = self.idle.wait(st).unwrap_or_else(|p| p.into_inner());
+            st.idle -= 1;
         }
     }
 
     fn work(self: Arc<Self>) {
         let _batch = crate::sched::BatchGuard::enter();
-        // One Python thread state for the worker's whole life; the GIL is released only while
-        // waiting for work.
+        // One Python thread state for the worker's whole life; the GIL is released while the
+        // worker runs the event loop or waits.
         Python::with_gil(|py| {
-            while let Some(mut conn) = py.allow_threads(|| self.next()) {
-                loop {
-                    self.serve(py, &conn);
-                    match self.try_next() {
-                        Some(c) => conn = c,
-                        None => break,
-                    }
-                }
-                self.active.fetch_sub(1, Ordering::SeqCst);
+            let mut job = py.allow_threads(|| self.next_job(false));
+            while let Job::Serve(conn) = job {
+                self.serve(py, &conn);
+                // Let go of the connection before waiting: the loop closes its socket when the
+                // last reference goes.
+                drop(conn);
+                // More queued work: serve it back to back, keeping the GIL.
+                let next = self.lock().queue.pop_front();
+                job = match next {
+                    Some(c) => Job::Serve(c),
+                    None => py.allow_threads(|| self.next_job(true)),
+                };
             }
         });
     }
@@ -158,7 +309,7 @@ impl Pool {
     /// the connection back under the same lock that decided it, so nothing the event loop queues
     /// meanwhile is lost.
     fn serve(&self, py: Python<'_>, conn: &Arc<Conn>) {
-        let notifier = self.notifier();
+        let notifier = &self.notifier;
         loop {
             let mut st = conn.lock();
             if st.closed {
@@ -209,41 +360,7 @@ impl Pool {
         }
         drop(st);
         if close {
-            self.notifier().close(conn.clone());
+            self.notifier.close(conn.clone());
         }
-    }
-}
-
-impl Dispatch for Pool {
-    fn dispatch(&self, conns: &mut Vec<Arc<Conn>>) {
-        if conns.is_empty() {
-            return;
-        }
-        let mut q = self.queue.lock().unwrap_or_else(|p| p.into_inner());
-        let was_empty = q.is_empty();
-        q.extend(conns.drain(..));
-        // Nobody is serving: wake a worker. Somebody is: wake one only when the queue was
-        // empty, to keep watch in case the active worker is stuck in a slow app.
-        // (The count is read under the queue lock waiters take, so no wake-up is lost; skipping
-        // notify when nobody waits saves a futex syscall per round.)
-        let wake = was_empty || self.active.load(Ordering::SeqCst) == 0;
-        if wake && self.waiting.load(Ordering::SeqCst) > 0 {
-            self.ready.notify_one();
-        }
-        drop(q);
-    }
-
-    fn tick(&self) -> bool {
-        Python::with_gil(|py| match py.check_signals() {
-            Ok(()) => true,
-            Err(e) => {
-                *self.pending_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
-                false
-            }
-        })
-    }
-
-    fn log(&self, level: u8, msg: &str) {
-        Python::with_gil(|py| self.ctx.log(py, level, msg));
     }
 }

@@ -1,6 +1,7 @@
 //! The event loop: accepts connections, reads and parses requests, hands connections with work to
 //! the worker pool, sends output the workers could not, and closes connections.
 
+use std::collections::VecDeque;
 use std::io;
 use std::net::Shutdown;
 use std::os::fd::RawFd;
@@ -16,8 +17,10 @@ use crate::http::{date, Limits, Request, RequestReader};
 
 /// Queued requests past which a connection's reading pauses until a worker catches up.
 const MAX_QUEUED: usize = 32;
-/// How often the loop wakes when idle, to let Python handle signals and to run maintenance.
-const TICK: Duration = Duration::from_millis(100);
+/// How often the loop runs its maintenance (retrying a failed accept) at the least.
+pub const TICK: Duration = Duration::from_millis(100);
+/// The longest wait for events while stopping (the drain deadline is checked between rounds).
+const DRAIN_TICK: Duration = Duration::from_millis(10);
 /// A read buffer larger than this is replaced by a fresh one once it is empty.
 const MAX_IDLE_BUFFER: usize = 64 * 1024;
 const WAKER: Token = Token(usize::MAX);
@@ -30,13 +33,8 @@ pub enum Listener {
     Unix(mio::net::UnixListener),
 }
 
-/// What the event loop needs from the layer that runs applications.
-pub trait Dispatch: Send + Sync {
-    /// These connections have queued work and no worker: serve them (`busy` is already set).
-    /// Called once per event-loop round with everything that round produced; drains `conns`.
-    fn dispatch(&self, conns: &mut Vec<Arc<Conn>>);
-    /// Called from the loop thread about every 100 ms; `false` stops the loop.
-    fn tick(&self) -> bool;
+/// Where the event loop's log lines go.
+pub trait Log: Send + Sync {
     /// Log a line on the `maitre` logger (`level` as in Python's logging).
     fn log(&self, level: u8, msg: &str);
 }
@@ -74,6 +72,8 @@ pub struct Notifier {
     msgs: Mutex<Vec<Msg>>,
     waker: Waker,
     stop: AtomicBool,
+    /// Stop now, without waiting for the requests in progress (a second Ctrl-C).
+    abort: AtomicBool,
     /// The server is stopping: a connection whose request is done closes instead of idling.
     draining: AtomicBool,
 }
@@ -94,10 +94,16 @@ impl Notifier {
         self.push(Msg::Resume(conn));
     }
 
-    /// Make `run` return (from any thread).
+    /// Stop the server: no new connections, the requests already received finish (any thread).
     pub fn stop(&self) {
         self.stop.store(true, Ordering::SeqCst);
         let _ = self.waker.wake();
+    }
+
+    /// Stop the server without waiting for the requests in progress (any thread).
+    pub fn abort(&self) {
+        self.abort.store(true, Ordering::SeqCst);
+        self.stop();
     }
 
     pub fn stopping(&self) -> bool {
@@ -148,9 +154,9 @@ pub struct Reactor {
     open: usize,
     accepting: bool,
     notifier: Arc<Notifier>,
-    dispatcher: Arc<dyn Dispatch>,
+    log: Arc<dyn Log>,
     config: LoopConfig,
-    /// Connections that became ready for a worker this round (dispatched together).
+    /// Connections that became ready for a worker this round (handed over together).
     ready: Vec<Arc<Conn>>,
     /// Scratch space for the requests parsed from one read (reused; empty between reads).
     items: Vec<Item>,
@@ -164,10 +170,13 @@ pub struct Reactor {
     accept_retry: bool,
     /// The connection count dropped below the limit: accept again at the end of this round.
     accept_resume: bool,
+    events: Events,
+    last_tick: Instant,
+    last_cleanup: Instant,
 }
 
 impl Reactor {
-    pub fn new(listeners: Vec<Listener>, dispatcher: Arc<dyn Dispatch>, config: LoopConfig) -> io::Result<Reactor> {
+    pub fn new(listeners: Vec<Listener>, log: Arc<dyn Log>, config: LoopConfig) -> io::Result<Reactor> {
         let poll = Poll::new()?;
         let waker = Waker::new(poll.registry(), WAKER)?;
         let mut listeners = listeners;
@@ -189,9 +198,10 @@ impl Reactor {
                 msgs: Mutex::new(Vec::new()),
                 waker,
                 stop: AtomicBool::new(false),
+                abort: AtomicBool::new(false),
                 draining: AtomicBool::new(false),
             }),
-            dispatcher,
+            log,
             config,
             ready: Vec::new(),
             items: Vec::new(),
@@ -199,6 +209,9 @@ impl Reactor {
             drain_deadline: None,
             accept_retry: false,
             accept_resume: false,
+            events: Events::with_capacity(1024),
+            last_tick: Instant::now(),
+            last_cleanup: Instant::now(),
         })
     }
 
@@ -206,79 +219,80 @@ impl Reactor {
         self.notifier.clone()
     }
 
-    /// Runs until `Notifier::stop` or `Dispatch::tick` says stop.
-    pub fn run(&mut self) -> io::Result<()> {
-        let _batch = crate::sched::BatchGuard::enter();
-        let mut events = Events::with_capacity(1024);
-        let mut last_tick = Instant::now();
-        let mut last_cleanup = Instant::now();
-        loop {
-            let timeout = if self.drain_deadline.is_some() {
-                Duration::from_millis(10)
-            } else {
-                TICK
-            };
-            match self.poll.poll(&mut events, Some(timeout)) {
-                Ok(()) => {}
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
+    /// One round of the loop: waits up to `timeout` for events, handles them (accepting,
+    /// reading, parsing, flushing, closing), runs the periodic maintenance, and leaves the
+    /// connections that now have work for a worker in `ready` (see [`Reactor::take_ready`]).
+    /// Returns `false` once the loop is over: stopped and drained, or aborted.
+    pub fn round(&mut self, timeout: Duration) -> io::Result<bool> {
+        let timeout = if self.drain_deadline.is_some() {
+            timeout.min(DRAIN_TICK)
+        } else {
+            timeout
+        };
+        let mut events = std::mem::replace(&mut self.events, Events::with_capacity(0));
+        let polled = self.poll.poll(&mut events, Some(timeout));
+        if let Err(e) = polled {
+            self.events = events;
+            if e.kind() != io::ErrorKind::Interrupted {
+                return Err(e);
             }
-            for ev in events.iter() {
-                let token = ev.token();
-                if token == WAKER {
-                    continue;
-                }
-                if token.0 >= LISTENER_BASE {
-                    self.accept_all(token.0 - LISTENER_BASE);
-                    continue;
-                }
-                if ev.is_readable() || ev.is_read_closed() || ev.is_error() {
-                    // With a FIN or RST in this same edge, read to the end: no new edge will come.
-                    let to_the_end = ev.is_read_closed() || ev.is_error();
-                    self.on_readable(token.0, to_the_end);
-                }
-                if ev.is_writable() || ev.is_error() {
-                    self.on_writable(token.0);
-                }
+            return Ok(true);
+        }
+        for ev in events.iter() {
+            let token = ev.token();
+            if token == WAKER {
+                continue;
             }
-            self.drain_msgs();
-            while std::mem::take(&mut self.accept_resume) && self.accepting {
+            if token.0 >= LISTENER_BASE {
+                self.accept_all(token.0 - LISTENER_BASE);
+                continue;
+            }
+            if ev.is_readable() || ev.is_read_closed() || ev.is_error() {
+                // With a FIN or RST in this same edge, read to the end: no new edge will come.
+                let to_the_end = ev.is_read_closed() || ev.is_error();
+                self.on_readable(token.0, to_the_end);
+            }
+            if ev.is_writable() || ev.is_error() {
+                self.on_writable(token.0);
+            }
+        }
+        self.events = events;
+        self.drain_msgs();
+        while std::mem::take(&mut self.accept_resume) && self.accepting {
+            for i in 0..self.listeners.len() {
+                self.accept_all(i);
+            }
+        }
+        if self.notifier.abort.load(Ordering::SeqCst) {
+            return Ok(false);
+        }
+        let now = Instant::now();
+        if now.duration_since(self.last_tick) >= TICK {
+            self.last_tick = now;
+            if self.accept_retry && self.accepting {
                 for i in 0..self.listeners.len() {
                     self.accept_all(i);
                 }
             }
-            self.dispatcher.dispatch(&mut self.ready);
-            let now = Instant::now();
-            let mut stop_asked = self.notifier.stopping();
-            if now.duration_since(last_tick) >= TICK {
-                last_tick = now;
-                if self.accept_retry && self.accepting {
-                    for i in 0..self.listeners.len() {
-                        self.accept_all(i);
-                    }
-                }
-                if !self.dispatcher.tick() {
-                    if self.drain_deadline.is_some() {
-                        // Asked twice (a second Ctrl-C): stop now.
-                        break;
-                    }
-                    stop_asked = true;
-                }
-            }
-            if stop_asked && self.drain_deadline.is_none() {
-                self.begin_drain(now);
-            }
-            if let Some(deadline) = self.drain_deadline {
-                if self.open == 0 || now >= deadline {
-                    break;
-                }
-            }
-            if now.duration_since(last_cleanup) >= self.config.cleanup_interval {
-                last_cleanup = now;
-                self.cleanup(now);
+        }
+        if self.notifier.stopping() && self.drain_deadline.is_none() {
+            self.begin_drain(now);
+        }
+        if let Some(deadline) = self.drain_deadline {
+            if self.open == 0 || now >= deadline {
+                return Ok(false);
             }
         }
-        Ok(())
+        if now.duration_since(self.last_cleanup) >= self.config.cleanup_interval {
+            self.last_cleanup = now;
+            self.cleanup(now);
+        }
+        Ok(true)
+    }
+
+    /// Moves the connections that became ready for a worker (their `busy` is set) to `to`.
+    pub fn take_ready(&mut self, to: &mut VecDeque<Arc<Conn>>) {
+        to.extend(self.ready.drain(..));
     }
 
     /// Graceful stop: accept nothing more, close idle connections, let the requests already
@@ -344,7 +358,7 @@ impl Reactor {
                 Err(e) if matches!(e.kind(), io::ErrorKind::ConnectionAborted | io::ErrorKind::Interrupted) => {}
                 Err(e) => {
                     // EMFILE and friends: stop this round; the next event or tick retries.
-                    self.dispatcher
+                    self.log
                         .log(LOG_WARNING, &format!("server accept() threw an exception: {e}"));
                     return;
                 }
@@ -384,7 +398,7 @@ impl Reactor {
         self.open += 1;
         if self.open >= self.config.connection_limit && self.accepting {
             self.accepting = false;
-            self.dispatcher.log(
+            self.log.log(
                 LOG_WARNING,
                 "total open connections reached the connection limit, no longer accepting new connections",
             );
@@ -673,7 +687,7 @@ impl Reactor {
         self.open -= 1;
         if !self.accepting && self.drain_deadline.is_none() && self.open < self.config.connection_limit {
             self.accepting = true;
-            self.dispatcher.log(
+            self.log.log(
                 LOG_INFO,
                 "total open connections dropped below the connection limit, listening again",
             );

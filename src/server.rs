@@ -165,27 +165,31 @@ impl Engine {
                 }
             }
         }
-        let pool = Pool::new(self.ctx.clone());
-        let mut reactor = Reactor::new(listeners, pool.clone(), self.loop_config.clone())?;
+        let log: Arc<dyn crate::reactor::Log> = self.ctx.clone();
+        let reactor = Reactor::new(listeners, log, self.loop_config.clone())?;
         let notifier = reactor.notifier();
         *self.notifier.lock().unwrap_or_else(|p| p.into_inner()) = Some(notifier.clone());
         if self.closed.load(Ordering::SeqCst) {
             notifier.stop();
         }
-        pool.start(self.threads, notifier);
-        let result = py.allow_threads(|| {
-            let r = reactor.run();
-            reactor.shutdown();
+        let pool = Pool::new(self.ctx.clone(), reactor);
+        pool.start(self.threads);
+        pool.supervise(py);
+        py.allow_threads(|| {
+            if let Some(mut reactor) = pool.take_reactor() {
+                reactor.shutdown();
+            }
             pool.stop(SHUTDOWN_GRACE);
-            r
         });
-        drop(reactor);
         *self.notifier.lock().unwrap_or_else(|p| p.into_inner()) = None;
         self.running.store(false, Ordering::SeqCst);
         if let Some(err) = pool.pending_error.lock().unwrap_or_else(|p| p.into_inner()).take() {
             return Err(err);
         }
-        result.map_err(|e| PyOSError::new_err(e.to_string()))
+        match pool.loop_error() {
+            Some(e) => Err(PyOSError::new_err(e.to_string())),
+            None => Ok(()),
+        }
     }
 
     /// Stops the server: `run()` returns soon after. Safe from any thread; idempotent.

@@ -105,6 +105,30 @@ def test_threads_slow_request_does_not_block(serve):
     assert results["slow"] == b"/slow"
 
 
+@pytest.mark.parametrize("threads", [1, 2])
+def test_every_thread_busy_the_server_still_answers(serve, threads):
+    """With every worker in a slow app, the server still accepts and reads: a malformed request
+    on a new connection gets its 400 at once, and a good one is served as soon as a worker is
+    free (not after all the slow ones)."""
+    h = serve(slow_app, threads=threads)
+    slow = [threading.Thread(target=get, args=(h.addr, "/slow")) for _ in range(threads)]
+    for t in slow:
+        t.start()
+    time.sleep(0.3)
+    t0 = time.monotonic()
+    resp, closed = exchange(h.addr, b"GET / HTTP/1.1\r\nHost: a\r\nBad Header: x\r\n\r\n")
+    elapsed = time.monotonic() - t0
+    assert resp.status == 400 and closed
+    assert elapsed < 1.0, f"a bad request waited {elapsed:.2f} s for a busy worker"
+    t0 = time.monotonic()
+    fast = get(h.addr, "/fast")
+    elapsed = time.monotonic() - t0
+    assert fast.body == b"/fast"
+    assert elapsed < 3.0, f"a request waited {elapsed:.2f} s: more than one slow request"
+    for t in slow:
+        t.join(10)
+
+
 def _sched_policy(pid, tid):
     # Field 41 of /proc/PID/task/TID/stat (after the parenthesised command name: index 38).
     with open(f"/proc/{pid}/task/{tid}/stat") as f:
@@ -124,7 +148,7 @@ def test_engine_threads_run_under_sched_batch(serve):
     workers = {k: v for k, v in policies.items() if k.startswith("maitre-")}
     assert sorted(workers) == ["maitre-0", "maitre-1", "maitre-2"]
     assert set(workers.values()) == {3}, policies
-    # The event loop runs on the thread that called run(): the process's main thread.
+    # The thread that called run() (the process's main thread) keeps watch over the workers.
     assert policies[str(h.pid)] == 3, policies
 
 

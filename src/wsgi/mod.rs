@@ -60,6 +60,13 @@ pub struct Ctx {
     pub test_panic_path: Option<Vec<u8>>,
 }
 
+/// The event loop logs through the server's logger.
+impl crate::reactor::Log for Ctx {
+    fn log(&self, level: u8, msg: &str) {
+        Python::with_gil(|py| Ctx::log(self, py, level, msg));
+    }
+}
+
 impl Ctx {
     pub fn log(&self, py: Python<'_>, level: u8, msg: &str) {
         let _ = self.logger.call_method1(py, "log", (level, msg));
