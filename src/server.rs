@@ -86,7 +86,7 @@ impl Engine {
         let ident: Option<String> = get(config, "ident")?;
         let url_prefix: String = get(config, "url_prefix")?;
         let logging = py.import("logging")?;
-        let ctx = Ctx {
+        let mut ctx = Ctx {
             app,
             logger: logging.call_method1("getLogger", ("maitre",))?.unbind(),
             ident: ident.clone(),
@@ -104,6 +104,7 @@ impl Engine {
             },
             url_scheme: PyString::new(py, &get::<String>(config, "url_scheme")?).unbind(),
             server_ports: ports,
+            environ_base: Vec::new(),
             wsgi_version: PyTuple::new(py, [1, 0])?.unbind(),
             file_wrapper: py.get_type::<FileWrapper>().unbind(),
             proto_10: PyString::new(py, "HTTP/1.0").unbind(),
@@ -111,6 +112,7 @@ impl Engine {
             sys: py.import("sys")?.unbind(),
             test_panic_path: std::env::var_os("MAITRE_TEST_PANIC_PATH").map(|p| p.into_encoded_bytes()),
         };
+        ctx.environ_base = crate::wsgi::environ::bases(py, &ctx)?;
         let secs = |v: f64| Duration::from_secs_f64(v.max(0.0));
         let loop_config = LoopConfig {
             limits: Limits {

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use pyo3::ffi;
 use pyo3::prelude::*;
-use pyo3::types::{PyBool, PyDict, PyString};
+use pyo3::types::{PyDict, PyString};
 
 use super::input::InputStream;
 use super::Ctx;
@@ -41,6 +41,38 @@ fn path_info<'a>(path: &'a [u8], prefix: &[u8]) -> &'a [u8] {
     path
 }
 
+/// Room in a base environ for the keys of a request: the ~13 set per request, the headers.
+const ROOM: usize = 40;
+
+/// The part of the environ that is the same for every request on one listener, which each
+/// request's environ starts as a copy of (one copy instead of a dozen insertions). Made with room
+/// for a request's other keys, so that filling in a copy does not resize it.
+pub fn bases(py: Python<'_>, ctx: &Ctx) -> PyResult<Vec<Py<PyDict>>> {
+    ctx.server_ports
+        .iter()
+        .map(|port| {
+            // SAFETY: _PyDict_NewPresized returns a new reference to a dict (or NULL with an
+            // exception set, which from_owned_ptr_or_err turns into an error).
+            let base = unsafe {
+                let ptr = ffi::_PyDict_NewPresized(ROOM as ffi::Py_ssize_t);
+                Bound::from_owned_ptr_or_err(py, ptr)?.downcast_into_unchecked::<PyDict>()
+            };
+            base.set_item("SERVER_PORT", port.bind(py))?;
+            base.set_item("SERVER_NAME", ctx.server_name.bind(py))?;
+            base.set_item("SERVER_SOFTWARE", ctx.server_software.bind(py))?;
+            base.set_item("SCRIPT_NAME", ctx.script_name.bind(py))?;
+            base.set_item("wsgi.url_scheme", ctx.url_scheme.bind(py))?;
+            base.set_item("wsgi.version", ctx.wsgi_version.bind(py))?;
+            base.set_item("wsgi.multithread", true)?;
+            base.set_item("wsgi.multiprocess", false)?;
+            base.set_item("wsgi.run_once", false)?;
+            base.set_item("wsgi.file_wrapper", ctx.file_wrapper.bind(py))?;
+            base.set_item("wsgi.input_terminated", true)?;
+            Ok(base.unbind())
+        })
+        .collect()
+}
+
 pub fn build<'py>(
     py: Python<'py>,
     ctx: &Arc<Ctx>,
@@ -49,12 +81,12 @@ pub fn build<'py>(
     body: Body,
     overrides: &[(&'static str, String)],
 ) -> PyResult<Bound<'py, PyDict>> {
-    // Sized for the ~25 fixed keys plus the headers, so inserting never resizes it.
-    // SAFETY: _PyDict_NewPresized returns a new reference to a dict (or NULL with an exception
-    // set, which from_owned_ptr_or_err turns into an error).
+    // A copy of the listener's base (the keys that never change), which has room for the rest.
+    // SAFETY: PyDict_Copy returns a new reference to a dict (or NULL with an exception set,
+    // which from_owned_ptr_or_err turns into an error).
     let env = unsafe {
-        let ptr = ffi::_PyDict_NewPresized((28 + head.headers.len() + overrides.len()) as ffi::Py_ssize_t);
-        Bound::from_owned_ptr_or_err(py, ptr)?.downcast_into_unchecked::<PyDict>()
+        let base = ctx.environ_base[conn.listener].bind(py);
+        Bound::from_owned_ptr_or_err(py, ffi::PyDict_Copy(base.as_ptr()))?.downcast_into_unchecked::<PyDict>()
     };
     macro_rules! set {
         ($k:literal, $v:expr) => {
@@ -66,9 +98,6 @@ pub fn build<'py>(
     set!("REMOTE_HOST", &remote);
     set!("REMOTE_PORT", PyString::new(py, &conn.peer.port));
     set!("REQUEST_METHOD", method(py, &head.method));
-    set!("SERVER_PORT", ctx.server_ports[conn.listener].bind(py));
-    set!("SERVER_NAME", ctx.server_name.bind(py));
-    set!("SERVER_SOFTWARE", ctx.server_software.bind(py));
     set!(
         "SERVER_PROTOCOL",
         match head.version {
@@ -76,20 +105,12 @@ pub fn build<'py>(
             Version::Http11 => ctx.proto_11.bind(py),
         }
     );
-    set!("SCRIPT_NAME", ctx.script_name.bind(py));
     set!("PATH_INFO", latin1(py, path_info(&head.path, &ctx.url_prefix)));
     set!("REQUEST_URI", latin1(py, &head.request_uri));
     set!("QUERY_STRING", latin1(py, &head.query));
-    set!("wsgi.url_scheme", ctx.url_scheme.bind(py));
-    set!("wsgi.version", ctx.wsgi_version.bind(py));
     let stderr = ctx.sys.bind(py).getattr(pyo3::intern!(py, "stderr"))?;
     set!("wsgi.errors", stderr);
-    set!("wsgi.multithread", PyBool::new(py, true));
-    set!("wsgi.multiprocess", PyBool::new(py, false));
-    set!("wsgi.run_once", PyBool::new(py, false));
     set!("wsgi.input", Bound::new(py, InputStream::new(body))?);
-    set!("wsgi.file_wrapper", ctx.file_wrapper.bind(py));
-    set!("wsgi.input_terminated", PyBool::new(py, true));
     for h in &head.headers {
         // The reader merged repeated headers, and no HTTP_* key clashes with the keys above.
         env.set_item(header_key(py, &h.key), latin1(py, &h.value))?;

@@ -45,6 +45,8 @@ pub struct Ctx {
     pub url_scheme: Py<PyString>,
     /// SERVER_PORT for each listener.
     pub server_ports: Vec<Py<PyString>>,
+    /// For each listener, the environ keys that never change (see `environ::bases`).
+    pub environ_base: Vec<Py<PyDict>>,
     pub wsgi_version: Py<PyTuple>,
     pub file_wrapper: Py<PyType>,
     pub proto_10: Py<PyString>,
