@@ -55,7 +55,7 @@ impl HeadScan {
                 i += 1;
                 continue;
             };
-            let Some(off) = s[i..limit].iter().position(|&b| b == b'\n') else {
+            let Some(off) = memchr::memchr(b'\n', &s[i..limit]) else {
                 i = limit;
                 break;
             };

@@ -79,13 +79,37 @@ pub(crate) fn is_py_space(b: u8) -> bool {
     matches!(b, b' ' | b'\t' | b'\n' | b'\r' | 0x0b | 0x0c)
 }
 
+/// `tchar` for every byte value (built at compile time: one lookup per byte when parsing).
+const TCHAR: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut i = 0;
+    while i < 256 {
+        let b = i as u8;
+        table[i] = b.is_ascii_alphanumeric()
+            || matches!(
+                b,
+                b'!' | b'#' | b'$' | b'%' | b'&' | b'\'' | b'*' | b'+' | b'-' | b'.' | b'^' | b'_' | b'`' | b'|' | b'~'
+            );
+        i += 1;
+    }
+    table
+};
+
+/// The bytes allowed in a field value (VCHAR, obs-text, SP and HTAB), for every byte value.
+const FIELD_VALUE: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut i = 0;
+    while i < 256 {
+        let b = i as u8;
+        table[i] = b == b' ' || b == b'\t' || (b >= 0x21 && b != 0x7f);
+        i += 1;
+    }
+    table
+};
+
 /// RFC 7230 `tchar`.
 pub(crate) fn is_tchar(b: u8) -> bool {
-    b.is_ascii_alphanumeric()
-        || matches!(
-            b,
-            b'!' | b'#' | b'$' | b'%' | b'&' | b'\'' | b'*' | b'+' | b'-' | b'.' | b'^' | b'_' | b'`' | b'|' | b'~'
-        )
+    TCHAR[b as usize]
 }
 
 /// Bytes as latin-1 text (how Waitress renders raw lines in its error details).
@@ -96,7 +120,7 @@ pub(crate) fn latin1(bytes: &[u8]) -> String {
 fn find_crlf(s: &[u8], from: usize) -> Option<usize> {
     let mut i = from;
     while i + 1 < s.len() {
-        match s[i + 1..].iter().position(|&b| b == b'\n') {
+        match memchr::memchr(b'\n', &s[i + 1..]) {
             None => return None,
             Some(off) => {
                 let lf = i + 1 + off;
@@ -154,10 +178,7 @@ fn match_field(line: &[u8]) -> Option<(&[u8], &[u8])> {
         return None;
     }
     let rest = &line[n + 1..];
-    if rest
-        .iter()
-        .all(|&b| b == b' ' || b == b'\t' || (0x21..=0x7e).contains(&b) || b >= 0x80)
-    {
+    if rest.iter().all(|&b| FIELD_VALUE[b as usize]) {
         Some((&line[..n], trim_ows(rest)))
     } else {
         None
@@ -282,6 +303,54 @@ fn remove_header(headers: &mut Vec<Header>, key: &str) -> Option<Vec<u8>> {
     Some(headers.remove(i).value)
 }
 
+/// True when `fields` certainly passes [`check_lines`]: every CR is followed by LF and every LF
+/// preceded by CR, and the first line is not a continuation line (the common case, checked in
+/// one pass).
+fn plain_lines(fields: &[u8]) -> bool {
+    let mut prev = 0u8;
+    for (i, &b) in fields.iter().enumerate() {
+        let bare = if b == b'\r' {
+            fields.get(i + 1) != Some(&b'\n')
+        } else {
+            b == b'\n' && prev != b'\r'
+        };
+        if bare {
+            return false;
+        }
+        prev = b;
+    }
+    let mut rest = fields;
+    while let [b'\r', b'\n', tail @ ..] = rest {
+        rest = tail;
+    }
+    !matches!(rest.first(), Some(b' ' | b'\t'))
+}
+
+/// Waitress's checks of the header lines before any is parsed: a bare CR or LF in a line, a
+/// continuation line before any header line.
+fn check_lines(fields: &[u8]) -> Result<(), HttpError> {
+    let v10 = Version::Http10;
+    let mut have_line = false;
+    for line in lines(fields) {
+        if line.is_empty() {
+            continue;
+        }
+        if line.iter().any(|&b| b == b'\r' || b == b'\n') {
+            let detail = format!("Bare CR or LF found in header line \"{}\"", latin1(line));
+            return Err(HttpError::bad_request(detail, v10));
+        }
+        if line[0] == b' ' || line[0] == b'\t' {
+            if !have_line {
+                let detail = format!("Malformed header line \"{}\"", latin1(line));
+                return Err(HttpError::bad_request(detail, v10));
+            }
+        } else {
+            have_line = true;
+        }
+    }
+    Ok(())
+}
+
 /// Parses a request head: `block` starts at the request line (leading whitespace already
 /// skipped) and ends with the `\r\n\r\n` terminator. Checks run in Waitress's order: bare CR/LF
 /// in the request line, header-line splitting, each header field (and duplicates), the request
@@ -302,23 +371,8 @@ pub(crate) fn parse_head(block: &[u8], max_body: u64) -> Result<(RequestHead, Fr
     let fields = &block[idx + 2..];
 
     // Pass 1 (Waitress's get_header_lines): bare CR/LF and a leading continuation line.
-    let mut have_line = false;
-    for line in lines(fields) {
-        if line.is_empty() {
-            continue;
-        }
-        if line.iter().any(|&b| b == b'\r' || b == b'\n') {
-            let detail = format!("Bare CR or LF found in header line \"{}\"", latin1(line));
-            return Err(HttpError::bad_request(detail, v10));
-        }
-        if line[0] == b' ' || line[0] == b'\t' {
-            if !have_line {
-                let detail = format!("Malformed header line \"{}\"", latin1(line));
-                return Err(HttpError::bad_request(detail, v10));
-            }
-        } else {
-            have_line = true;
-        }
+    if !plain_lines(fields) {
+        check_lines(fields)?;
     }
 
     // Pass 2: logical lines (obs-fold joined, leading whitespace kept), matched and stored.
@@ -503,6 +557,45 @@ mod tests {
         assert_eq!(got, vec![&b"a"[..], b"b\r", b"c\nd", b"", b""]);
         let got: Vec<&[u8]> = lines(b"").collect();
         assert_eq!(got, vec![&b""[..]]);
+    }
+
+    #[test]
+    fn plain_lines_only_when_the_checks_pass() {
+        let cases: &[&[u8]] = &[
+            b"Host: a\r\n\r\n",
+            b"Host: a\r\nX: b\r\n\r\n",
+            b"\r\nHost: a\r\n\r\n",
+            b" Host: a\r\n\r\n",
+            b"\r\n\tHost: a\r\n\r\n",
+            b"Host: a\r\n folded\r\n\r\n",
+            b"Host: a\rb\r\n\r\n",
+            b"Host: a\nb\r\n\r\n",
+            b"Host: a\r\r\n\r\n",
+            b"Host: a\n\r\n",
+            b"Host: a\r",
+            b"\r\n\r\n",
+            b"",
+        ];
+        for case in cases {
+            let checked = check_lines(case).is_ok();
+            if plain_lines(case) {
+                assert!(checked, "{:?}", latin1(case));
+            }
+        }
+        // The fast check does not give up on ordinary heads.
+        assert!(plain_lines(b"Host: a\r\nX: b\r\n folded\r\n\r\n"));
+        assert!(!plain_lines(b"Host: a\nX: b\r\n\r\n"));
+        assert!(!plain_lines(b" X: b\r\n\r\n"));
+    }
+
+    #[test]
+    fn tchar_table() {
+        for b in 0..=255u8 {
+            let want = b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
+            assert_eq!(is_tchar(b), want, "{b}");
+            let value = b == b' ' || b == b'\t' || (0x21..=0x7e).contains(&b) || b >= 0x80;
+            assert_eq!(FIELD_VALUE[b as usize], value, "{b}");
+        }
     }
 
     #[test]
