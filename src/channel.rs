@@ -140,6 +140,10 @@ pub struct Conn {
     /// Signalled when output drains or the connection dies (for a worker over the high watermark).
     pub drained: Condvar,
     pub created: Instant,
+    /// The Python objects that stay the same for every request on the connection (made by the
+    /// first request).
+    #[cfg(feature = "python")]
+    pub py: std::sync::OnceLock<crate::wsgi::environ::ConnObjects>,
 }
 
 /// Why a worker's write did not go out.
@@ -167,6 +171,8 @@ impl Conn {
             }),
             drained: Condvar::new(),
             created: Instant::now(),
+            #[cfg(feature = "python")]
+            py: std::sync::OnceLock::new(),
         }
     }
 

@@ -1,7 +1,7 @@
 //! Builds the WSGI environ of a request (reference §4.1) from the parsed head, in Rust, with
 //! shared strings for everything that does not change between requests.
 
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 
 use pyo3::ffi;
 use pyo3::prelude::*;
@@ -93,10 +93,10 @@ pub fn build<'py>(
             env.set_item(pyo3::intern!(py, $k), $v)?
         };
     }
-    let remote = PyString::new(py, &conn.peer.addr);
-    set!("REMOTE_ADDR", &remote);
-    set!("REMOTE_HOST", &remote);
-    set!("REMOTE_PORT", PyString::new(py, &conn.peer.port));
+    let objects = conn_objects(py, conn)?;
+    set!("REMOTE_ADDR", objects.remote_addr.bind(py));
+    set!("REMOTE_HOST", objects.remote_addr.bind(py));
+    set!("REMOTE_PORT", objects.remote_port.bind(py));
     set!("REQUEST_METHOD", method(py, &head.method));
     set!(
         "SERVER_PROTOCOL",
@@ -119,9 +119,8 @@ pub fn build<'py>(
     for (key, value) in overrides {
         env.set_item(PyString::new(py, key), PyString::new(py, value))?;
     }
-    let disconnected = Bound::new(py, ClientDisconnectedCheck { conn: conn.clone() })?;
-    set!("waitress.client_disconnected", &disconnected);
-    set!("maitre.client_disconnected", &disconnected);
+    set!("waitress.client_disconnected", objects.disconnected.bind(py));
+    set!("maitre.client_disconnected", objects.disconnected.bind(py));
     Ok(env)
 }
 
@@ -172,17 +171,51 @@ fn method<'py>(py: Python<'py>, m: &str) -> Bound<'py, PyString> {
     }
 }
 
-/// `environ["waitress.client_disconnected"]()`: True once the client has gone away.
+/// The environ values that are the same for every request on a connection.
+#[derive(Debug)]
+pub struct ConnObjects {
+    remote_addr: Py<PyString>,
+    remote_port: Py<PyString>,
+    disconnected: Py<ClientDisconnectedCheck>,
+}
+
+/// The connection's [`ConnObjects`], made by its first request.
+fn conn_objects<'a>(py: Python<'_>, conn: &'a Arc<Conn>) -> PyResult<&'a ConnObjects> {
+    if let Some(objects) = conn.py.get() {
+        return Ok(objects);
+    }
+    let objects = ConnObjects {
+        remote_addr: PyString::new(py, &conn.peer.addr).unbind(),
+        remote_port: PyString::new(py, &conn.peer.port).unbind(),
+        disconnected: Py::new(
+            py,
+            ClientDisconnectedCheck {
+                conn: Arc::downgrade(conn),
+            },
+        )?,
+    };
+    // Only the worker serving the connection gets here, so no other value can have been set.
+    let _ = conn.py.set(objects);
+    Ok(conn.py.get().expect("set above"))
+}
+
+/// `environ["waitress.client_disconnected"]()`: True once the client has gone away. It does
+/// not keep the connection alive (the connection holds it).
 #[pyclass(module = "maitre._core")]
 pub struct ClientDisconnectedCheck {
-    conn: Arc<Conn>,
+    conn: Weak<Conn>,
 }
 
 #[pymethods]
 impl ClientDisconnectedCheck {
     fn __call__(&self) -> bool {
-        let st = self.conn.lock();
-        st.closed || st.eof
+        match self.conn.upgrade() {
+            Some(conn) => {
+                let st = conn.lock();
+                st.closed || st.eof
+            }
+            None => true,
+        }
     }
 }
 
