@@ -120,22 +120,29 @@ impl Pool {
     /// workers (see the module documentation).
     pub fn supervise(&self, py: Python<'_>) {
         let _batch = crate::sched::BatchGuard::enter();
-        let mut last_tick = Instant::now();
         let mut seen = self.progress.load(Ordering::SeqCst);
         loop {
-            let over = py.allow_threads(|| self.keep_watch(&mut seen));
+            // Watch without the GIL; take it only to run signal handlers, every TICK.
+            let over = py.allow_threads(|| {
+                let since = Instant::now();
+                loop {
+                    if self.keep_watch(&mut seen) {
+                        return true;
+                    }
+                    if since.elapsed() >= TICK {
+                        return false;
+                    }
+                }
+            });
             if over {
                 return;
             }
-            if last_tick.elapsed() >= TICK {
-                last_tick = Instant::now();
-                if let Err(e) = py.check_signals() {
-                    *self.pending_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
-                    if self.notifier.stopping() {
-                        self.notifier.abort();
-                    } else {
-                        self.notifier.stop();
-                    }
+            if let Err(e) = py.check_signals() {
+                *self.pending_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
+                if self.notifier.stopping() {
+                    self.notifier.abort();
+                } else {
+                    self.notifier.stop();
                 }
             }
         }
