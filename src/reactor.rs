@@ -71,6 +71,8 @@ enum Msg {
 pub struct Notifier {
     msgs: Mutex<Vec<Msg>>,
     waker: Waker,
+    /// A thread is (about to be) waiting for events in the loop.
+    polling: AtomicBool,
     stop: AtomicBool,
     /// Stop now, without waiting for the requests in progress (a second Ctrl-C).
     abort: AtomicBool,
@@ -81,7 +83,14 @@ pub struct Notifier {
 impl Notifier {
     fn push(&self, msg: Msg) {
         self.msgs.lock().unwrap_or_else(|p| p.into_inner()).push(msg);
-        let _ = self.waker.wake();
+        // Whoever runs the loop next reads the message; wake it only if it is waiting now.
+        if self.polling.load(Ordering::SeqCst) {
+            let _ = self.waker.wake();
+        }
+    }
+
+    fn has_msgs(&self) -> bool {
+        !self.msgs.lock().unwrap_or_else(|p| p.into_inner()).is_empty()
     }
 
     /// Ask the loop to close `conn` once its output is sent.
@@ -171,6 +180,8 @@ pub struct Reactor {
     /// The connection count dropped below the limit: accept again at the end of this round.
     accept_resume: bool,
     events: Events,
+    /// Connections closed this round, whose sockets are let go at its end.
+    closed: Vec<Arc<Conn>>,
     last_tick: Instant,
     last_cleanup: Instant,
 }
@@ -197,6 +208,7 @@ impl Reactor {
             notifier: Arc::new(Notifier {
                 msgs: Mutex::new(Vec::new()),
                 waker,
+                polling: AtomicBool::new(false),
                 stop: AtomicBool::new(false),
                 abort: AtomicBool::new(false),
                 draining: AtomicBool::new(false),
@@ -210,6 +222,7 @@ impl Reactor {
             accept_retry: false,
             accept_resume: false,
             events: Events::with_capacity(1024),
+            closed: Vec::new(),
             last_tick: Instant::now(),
             last_cleanup: Instant::now(),
         })
@@ -230,7 +243,16 @@ impl Reactor {
             timeout
         };
         let mut events = std::mem::replace(&mut self.events, Events::with_capacity(0));
+        // Workers wake the loop for their messages only while it waits for events; a message
+        // queued before this point is seen here and the wait skipped.
+        self.notifier.polling.store(true, Ordering::SeqCst);
+        let timeout = if self.notifier.has_msgs() {
+            Duration::ZERO
+        } else {
+            timeout
+        };
         let polled = self.poll.poll(&mut events, Some(timeout));
+        self.notifier.polling.store(false, Ordering::SeqCst);
         if let Err(e) = polled {
             self.events = events;
             if e.kind() != io::ErrorKind::Interrupted {
@@ -257,6 +279,13 @@ impl Reactor {
             }
         }
         self.events = events;
+        let res = self.after_events();
+        self.release_closed();
+        res
+    }
+
+    /// The rest of a round, after the events: messages, maintenance, stopping.
+    fn after_events(&mut self) -> io::Result<bool> {
         self.drain_msgs();
         while std::mem::take(&mut self.accept_resume) && self.accepting {
             for i in 0..self.listeners.len() {
@@ -322,9 +351,13 @@ impl Reactor {
         for i in 0..self.conns.len() {
             self.close(i);
         }
+        self.release_closed();
     }
 
     fn accept_all(&mut self, index: usize) {
+        // The sockets of connections closed this round go first: never more open descriptors
+        // than `connection_limit`.
+        self.release_closed();
         while self.accepting {
             let accepted = match &self.listeners[index] {
                 Listener::Tcp(l) => l.accept().map(|(s, addr)| {
@@ -673,8 +706,6 @@ impl Reactor {
         let Some(entry) = self.conns.get_mut(slot).and_then(|e| e.take()) else {
             return;
         };
-        let fd: RawFd = entry.conn.stream.raw_fd();
-        let _ = deregister(self.poll.registry(), fd);
         {
             let mut st = entry.conn.lock();
             st.closed = true;
@@ -682,7 +713,8 @@ impl Reactor {
             st.out.clear();
         }
         entry.conn.drained.notify_all();
-        let _ = entry.conn.stream.shutdown(Shutdown::Both);
+        // The socket itself goes at the end of the round (see `release_closed`).
+        self.closed.push(entry.conn);
         self.free.push(slot);
         self.open -= 1;
         if !self.accepting && self.drain_deadline.is_none() && self.open < self.config.connection_limit {
@@ -694,6 +726,21 @@ impl Reactor {
             // Accept from the loop, not from here: accepting can close a dead connection,
             // which would come back here (unbounded recursion under a connect/RST storm).
             self.accept_resume = true;
+        }
+    }
+}
+
+impl Reactor {
+    /// Lets go of the connections closed this round. One that nobody else holds any more is
+    /// dropped, which closes its socket (and so takes it out of epoll): one system call. One that a
+    /// worker still holds is taken out of epoll and shut down, so that the worker's next write
+    /// fails; its descriptor is closed when the worker lets go.
+    fn release_closed(&mut self) {
+        for conn in self.closed.drain(..) {
+            if let Err(conn) = Arc::try_unwrap(conn) {
+                let _ = deregister(self.poll.registry(), conn.stream.raw_fd());
+                let _ = conn.stream.shutdown(Shutdown::Both);
+            }
         }
     }
 }
