@@ -129,6 +129,28 @@ def test_every_thread_busy_the_server_still_answers(serve, threads):
         t.join(10)
 
 
+def head_app(environ, start_response):
+    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "1000")])
+    # As werkzeug does: no body for HEAD, the Content-Length of the GET.
+    return [] if environ["REQUEST_METHOD"] == "HEAD" else [b"x" * 1000]
+
+
+def test_head_without_body_keeps_the_connection(serve):
+    """A HEAD response owes no body, so an app that returns none for HEAD (werkzeug, Flask) does
+    not cost the connection (Waitress closes it: a deliberate difference)."""
+    h = serve(head_app)
+    with Conn(h.addr) as c:
+        c.send(b"HEAD / HTTP/1.1\r\nHost: x\r\n\r\n")
+        head = c.read_response(method="HEAD")
+        assert head.status == 200 and head.header("Content-Length") == "1000" and head.body == b""
+        assert head.header("Connection") is None
+        if IS_WAITRESS:
+            assert c.is_closed()
+            return
+        c.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert c.read_response().body == b"x" * 1000
+
+
 def _sched_policy(pid, tid):
     # Field 41 of /proc/PID/task/TID/stat (after the parenthesised command name: index 38).
     with open(f"/proc/{pid}/task/{tid}/stat") as f:

@@ -369,18 +369,21 @@ impl Response {
         drop(self.conn.send(st, &[&bytes]));
     }
 
-    /// The too-few-bytes rule after the app_iter is exhausted.
+    /// The too-few-bytes rule after the app_iter is exhausted: the client is still waiting for
+    /// the rest of the body, so the connection closes. Not after HEAD, whose response has no
+    /// body (Waitress closes then too, silently; a deliberate difference).
     fn check_length(&mut self, py: Python<'_>) {
+        if self.head_request {
+            return;
+        }
         if let Some(cl) = self.content_length {
             if self.written != cl {
                 self.close_on_finish = true;
-                if !self.head_request {
-                    let msg = format!(
-                        "application returned too few bytes ({}) for specified Content-Length ({cl}) via app_iter",
-                        self.written
-                    );
-                    self.ctx.log(py, crate::reactor::LOG_WARNING, &msg);
-                }
+                let msg = format!(
+                    "application returned too few bytes ({}) for specified Content-Length ({cl}) via app_iter",
+                    self.written
+                );
+                self.ctx.log(py, crate::reactor::LOG_WARNING, &msg);
             }
         }
     }
