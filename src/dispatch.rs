@@ -183,11 +183,7 @@ impl Pool {
         } else if nobody_loops {
             // Every worker is in the app: run the loop here meanwhile.
             if let Some(reactor) = st.reactor.take() {
-                drop(st);
-                let mut reactor = reactor;
-                let res = reactor.round(Duration::ZERO);
-                st = self.lock();
-                self.put_back(&mut st, reactor, res);
+                st = self.run_round(st, reactor, Duration::ZERO);
                 if !st.queue.is_empty() && st.idle > 0 {
                     self.idle.notify_one();
                 }
@@ -196,7 +192,21 @@ impl Pool {
         st.finished
     }
 
-    /// Returns the loop after a round, with the work it found; ends the pool if it is over.
+    /// Runs one round of the loop taken out of `st`, without the pool's lock, and puts it back
+    /// with the work it found; ends the pool if the loop is over.
+    fn run_round<'a>(
+        &'a self,
+        st: MutexGuard<'a, State>,
+        mut reactor: Box<Reactor>,
+        timeout: Duration,
+    ) -> MutexGuard<'a, State> {
+        drop(st);
+        let res = reactor.round(timeout);
+        let mut st = self.lock();
+        self.put_back(&mut st, reactor, res);
+        st
+    }
+
     fn put_back(&self, st: &mut State, mut reactor: Box<Reactor>, res: io::Result<bool>) {
         reactor.take_ready(&mut st.queue);
         st.reactor = Some(reactor);
@@ -253,27 +263,23 @@ impl Pool {
             if st.finished {
                 return Job::Exit;
             }
-            if !st.queue.is_empty() && (st.active == 0 || st.help) {
+            if st.active == 0 || st.help {
                 // Nobody is serving, or the watch asked for help: take the work.
-                st.help = false;
-                st.active += 1;
-                if std::mem::take(&mut st.watch_idle) {
-                    self.watch.notify_one();
-                }
                 if let Some(conn) = st.queue.pop_front() {
+                    st.help = false;
+                    st.active += 1;
+                    if std::mem::take(&mut st.watch_idle) {
+                        self.watch.notify_one();
+                    }
                     return Job::Serve(conn);
                 }
-                st.active -= 1;
             }
-            if let Some(mut reactor) = st.reactor.take() {
+            if let Some(reactor) = st.reactor.take() {
                 // Work queued but left to another worker: poll briefly, to look again soon.
                 let others = !st.queue.is_empty();
                 let before = self.progress.load(Ordering::SeqCst);
-                drop(st);
                 let started = Instant::now();
-                let res = reactor.round(if others { HELP_AFTER } else { TICK });
-                st = self.lock();
-                self.put_back(&mut st, reactor, res);
+                st = self.run_round(st, reactor, if others { HELP_AFTER } else { TICK });
                 if others
                     && st.active > 0
                     && !st.queue.is_empty()

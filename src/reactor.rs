@@ -288,9 +288,7 @@ impl Reactor {
     fn after_events(&mut self) -> io::Result<bool> {
         self.drain_msgs();
         while std::mem::take(&mut self.accept_resume) && self.accepting {
-            for i in 0..self.listeners.len() {
-                self.accept_all(i);
-            }
+            self.accept_every_listener();
         }
         if self.notifier.abort.load(Ordering::SeqCst) {
             return Ok(false);
@@ -299,9 +297,7 @@ impl Reactor {
         if now.duration_since(self.last_tick) >= TICK {
             self.last_tick = now;
             if self.accept_retry && self.accepting {
-                for i in 0..self.listeners.len() {
-                    self.accept_all(i);
-                }
+                self.accept_every_listener();
             }
         }
         if self.notifier.stopping() && self.drain_deadline.is_none() {
@@ -352,6 +348,12 @@ impl Reactor {
             self.close(i);
         }
         self.release_closed();
+    }
+
+    fn accept_every_listener(&mut self) {
+        for i in 0..self.listeners.len() {
+            self.accept_all(i);
+        }
     }
 
     fn accept_all(&mut self, index: usize) {
@@ -728,9 +730,7 @@ impl Reactor {
             self.accept_resume = true;
         }
     }
-}
 
-impl Reactor {
     /// Lets go of the connections closed this round. One that nobody else holds any more is
     /// dropped, which closes its socket (and so takes it out of epoll): one system call. One that a
     /// worker still holds is taken out of epoll and shut down, so that the worker's next write
