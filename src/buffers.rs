@@ -1,5 +1,6 @@
 //! A connection's pending output: memory up to `outbuf_overflow`, then an anonymous temporary
-//! file, plus file ranges from `wsgi.file_wrapper`; sent with `writev` and `sendfile(2)`.
+//! file, plus file ranges from `wsgi.file_wrapper`; sent with `writev` and `sendfile(2)`. Large
+//! pieces of an app's immutable `bytes` are kept by reference instead of copied ([`Shared`]).
 
 use std::collections::VecDeque;
 use std::fs::File;
@@ -8,11 +9,52 @@ use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::fs::FileExt;
 use std::sync::Arc;
 
+/// Pieces at least this long are kept by reference when they can be; shorter ones are copied
+/// (and coalesced with their neighbours, so a flush needs fewer slices).
+pub const SHARE_MIN: usize = 4096;
+
+/// Bytes that someone else owns (an app's `bytes` object), kept alive by holding the owner until
+/// they are sent: queued without a copy.
+pub struct Shared {
+    _owner: Box<dyn Send>,
+    ptr: *const u8,
+    len: usize,
+}
+
+// SAFETY: the bytes are immutable for as long as the owner lives (`Shared::new`'s contract) and
+// the owner itself is `Send`; nothing is shared mutably.
+unsafe impl Send for Shared {}
+
+impl Shared {
+    /// # Safety
+    /// `bytes` must stay valid and unchanged for as long as `owner` lives.
+    pub unsafe fn new(owner: Box<dyn Send>, bytes: &[u8]) -> Shared {
+        Shared {
+            _owner: owner,
+            ptr: bytes.as_ptr(),
+            len: bytes.len(),
+        }
+    }
+
+    fn bytes(&self) -> &[u8] {
+        // SAFETY: `ptr`/`len` describe bytes that live, unchanged, as long as `_owner` (see new).
+        unsafe { std::slice::from_raw_parts(self.ptr, self.len) }
+    }
+}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Shared({} bytes)", self.len)
+    }
+}
+
 /// One piece of pending output.
 #[derive(Debug)]
 enum Segment {
     /// Bytes in memory; `sent` of them already went out.
     Mem { data: Vec<u8>, sent: usize },
+    /// Bytes in memory that belong to someone else; `sent` of them already went out.
+    Shared { data: Shared, sent: usize },
     /// A range of a file, sent with sendfile. `spill` marks our own temporary file (counted
     /// against the high watermark; a `file_wrapper` file is not).
     File {
@@ -21,6 +63,17 @@ enum Segment {
         end: u64,
         spill: bool,
     },
+}
+
+impl Segment {
+    /// What is left to send of a piece in memory (None for a file range).
+    fn unsent_memory(&self) -> Option<&[u8]> {
+        match self {
+            Segment::Mem { data, sent } => Some(&data[*sent..]),
+            Segment::Shared { data, sent } => Some(&data.bytes()[*sent..]),
+            Segment::File { .. } => None,
+        }
+    }
 }
 
 /// Where output goes when the socket cannot take it yet.
@@ -126,6 +179,22 @@ impl OutBuf {
         Ok(())
     }
 
+    /// Queues `data` from its byte `skip` on: kept by reference while the memory budget
+    /// (`overflow`) allows, copied to the spill file past it.
+    pub fn push_shared(&mut self, data: Shared, skip: usize) -> io::Result<()> {
+        let len = data.len - skip;
+        if len == 0 {
+            return Ok(());
+        }
+        if self.mem + len > self.overflow {
+            return self.push(&data.bytes()[skip..]);
+        }
+        self.mem += len;
+        self.counted += len as u64;
+        self.segs.push_back(Segment::Shared { data, sent: skip });
+        Ok(())
+    }
+
     /// Queues `len` bytes of `file` from `offset` (a `wsgi.file_wrapper` file).
     pub fn push_file(&mut self, file: Arc<File>, offset: u64, len: u64) {
         if len > 0 {
@@ -142,12 +211,12 @@ impl OutBuf {
     pub fn flush_to<S: Sink + ?Sized>(&mut self, sink: &S) -> io::Result<bool> {
         while let Some(front) = self.segs.front_mut() {
             match front {
-                Segment::Mem { .. } => {
+                Segment::Mem { .. } | Segment::Shared { .. } => {
                     let mut slices: [IoSlice<'_>; 16] = [IoSlice::new(&[]); 16];
                     let mut n = 0;
                     for seg in self.segs.iter() {
-                        let Segment::Mem { data, sent } = seg else { break };
-                        slices[n] = IoSlice::new(&data[*sent..]);
+                        let Some(rest) = seg.unsent_memory() else { break };
+                        slices[n] = IoSlice::new(rest);
                         n += 1;
                         if n == slices.len() {
                             break;
@@ -206,10 +275,12 @@ impl OutBuf {
         self.mem -= written;
         self.counted -= written as u64;
         while written > 0 {
-            let Some(Segment::Mem { data, sent }) = self.segs.front_mut() else {
-                break;
+            let (len, sent) = match self.segs.front_mut() {
+                Some(Segment::Mem { data, sent }) => (data.len(), sent),
+                Some(Segment::Shared { data, sent }) => (data.len, sent),
+                _ => break,
             };
-            let left = data.len() - *sent;
+            let left = len - *sent;
             if written >= left {
                 written -= left;
                 self.segs.pop_front();
@@ -289,6 +360,42 @@ mod tests {
         assert!(out.flush_to(&sink).unwrap());
         assert!(out.is_empty() && out.held() == 0 && out.spill.is_none());
         assert_eq!(drain(&mut b, 25), b"hello big world, spilled!");
+    }
+
+    #[test]
+    fn shared_bytes_are_sent_in_order_and_released_once_sent() {
+        let owner = Arc::new(b"0123456789abcdef".to_vec());
+        let mut out = OutBuf::new(1024);
+        out.push(b"<").unwrap();
+        // SAFETY: the Vec behind the Arc is never changed and lives as long as its clone.
+        let shared = unsafe { Shared::new(Box::new(owner.clone()), &owner[..]) };
+        out.push_shared(shared, 4).unwrap();
+        out.push(b">").unwrap();
+        assert_eq!(out.held(), 14);
+        assert_eq!(Arc::strong_count(&owner), 2);
+        let (sink, mut b) = pair(5);
+        assert!(out.flush_to(&sink).unwrap());
+        assert_eq!(drain(&mut b, 14), b"<456789abcdef>");
+        assert!(out.is_empty() && out.held() == 0);
+        assert_eq!(
+            Arc::strong_count(&owner),
+            1,
+            "the owner is let go once its bytes are sent"
+        );
+    }
+
+    #[test]
+    fn shared_bytes_past_the_memory_budget_are_copied_to_the_spill_file() {
+        let owner = Arc::new(vec![7u8; 64]);
+        let mut out = OutBuf::new(16);
+        // SAFETY: as above.
+        let shared = unsafe { Shared::new(Box::new(owner.clone()), &owner[..]) };
+        out.push_shared(shared, 0).unwrap();
+        assert_eq!(Arc::strong_count(&owner), 1, "copied, not kept");
+        assert!(out.mem == 0 && out.spill.is_some() && out.held() == 64);
+        let (sink, mut b) = pair(1024);
+        assert!(out.flush_to(&sink).unwrap());
+        assert_eq!(drain(&mut b, 64), vec![7u8; 64]);
     }
 
     #[test]

@@ -15,8 +15,9 @@ use std::time::Instant;
 
 use mio::Token;
 
-use crate::buffers::{OutBuf, Sink};
+use crate::buffers::{OutBuf, Shared, Sink, SHARE_MIN};
 use crate::http::{HttpError, Request};
+use crate::reactor::{set_tcp_option, NOTSENT_LOWAT};
 
 /// The client socket, TCP or Unix.
 #[derive(Debug)]
@@ -126,6 +127,8 @@ pub struct ConnState {
     /// (a free on another thread takes the slow, locked path, and so does the next allocation).
     #[allow(clippy::vec_box)]
     pub spent: Vec<Box<Request>>,
+    /// TCP_NOTSENT_LOWAT is in force on the socket (see `Conn::set_paced`).
+    pub paced: bool,
 }
 
 /// A connection, shared between the event loop and a worker.
@@ -145,6 +148,13 @@ pub struct Conn {
     #[cfg(feature = "python")]
     pub py: std::sync::OnceLock<crate::wsgi::environ::ConnObjects>,
 }
+
+/// Which of the parts of a send belongs to an object that can be kept instead of copied, and
+/// how to keep it: given the part's bytes, a [`Shared`] that holds their owner.
+pub type Keep<'k> = Option<(usize, &'k dyn Fn(&[u8]) -> Shared)>;
+
+/// A single write at least this large is handed to the kernel whole (TCP_NOTSENT_LOWAT off).
+const WHOLE_WRITE: usize = 256 * 1024;
 
 /// Why a worker's write did not go out.
 #[derive(Debug)]
@@ -168,6 +178,7 @@ impl Conn {
                 eof: false,
                 read_paused: false,
                 spent: Vec::new(),
+                paced: true,
             }),
             drained: Condvar::new(),
             created: Instant::now(),
@@ -184,8 +195,19 @@ impl Conn {
     /// Returns the state lock so the caller can decide what follows atomically.
     pub fn send<'a>(
         &self,
+        st: MutexGuard<'a, ConnState>,
+        parts: &[&[u8]],
+    ) -> Result<MutexGuard<'a, ConnState>, Disconnected> {
+        self.send_keeping(st, parts, None)
+    }
+
+    /// [`Conn::send`], where the part at `keep.0` belongs to an object that `keep.1` can hold
+    /// on to: if that part has to wait, it is queued by reference (no copy) when it is large.
+    pub fn send_keeping<'a>(
+        &self,
         mut st: MutexGuard<'a, ConnState>,
         parts: &[&[u8]],
+        keep: Keep<'_>,
     ) -> Result<MutexGuard<'a, ConnState>, Disconnected> {
         if st.closed {
             return Err(Disconnected);
@@ -203,6 +225,7 @@ impl Conn {
             return Err(Disconnected);
         }
         if st.out.is_empty() {
+            self.set_paced(&mut st, total < WHOLE_WRITE);
             // Responses come in a few parts (head, chunk line, data, CRLF): no allocation.
             let mut slices = [IoSlice::new(&[]); 8];
             let mut count = 0;
@@ -228,12 +251,16 @@ impl Conn {
         if sent < total {
             // Queue what the socket did not take (memory, then the spill file).
             let mut skip = sent;
-            for p in parts {
+            for (i, p) in parts.iter().enumerate() {
                 if skip >= p.len() {
                     skip -= p.len();
                     continue;
                 }
-                if st.out.push(&p[skip..]).is_err() {
+                let queued = match keep {
+                    Some((at, hold)) if at == i && p.len() - skip >= SHARE_MIN => st.out.push_shared(hold(p), skip),
+                    _ => st.out.push(&p[skip..]),
+                };
+                if queued.is_err() {
                     st.closed = true;
                     return Err(Disconnected);
                 }
@@ -257,6 +284,9 @@ impl Conn {
         }
         st.produced += len;
         let was_empty = st.out.is_empty();
+        if was_empty {
+            self.set_paced(&mut st, true);
+        }
         st.out.push_file(file, offset, len);
         if was_empty {
             // Nothing ahead of it: start sending now.
@@ -266,6 +296,27 @@ impl Conn {
             }
         }
         Ok(st)
+    }
+
+    /// Turns TCP_NOTSENT_LOWAT on or off (TCP only; a no-op when already so). On, the kernel
+    /// takes output only while little of it waits for the peer's window, and the rest waits in
+    /// `out`: output produced piece by piece (a generator, a file) goes out as it is written,
+    /// the server doing the work of sending it. Off, a large block already in memory is handed
+    /// to the kernel whole, in one call.
+    fn set_paced(&self, st: &mut ConnState, on: bool) {
+        if st.paced == on {
+            return;
+        }
+        if let Stream::Tcp(s) = &self.stream {
+            // 0 is the system default: no limit unless the administrator set one. A failure
+            // changes nothing that matters (the socket may be gone already).
+            let _ = set_tcp_option(
+                s.as_raw_fd(),
+                libc::TCP_NOTSENT_LOWAT,
+                if on { NOTSENT_LOWAT } else { 0 },
+            );
+        }
+        st.paced = on;
     }
 
     /// Blocks (the caller must not hold the GIL) while more than `limit` bytes are pending.
@@ -282,5 +333,74 @@ impl Conn {
         } else {
             Ok(st)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Read;
+
+    fn notsent_lowat(fd: RawFd) -> libc::c_int {
+        let mut value: libc::c_int = -1;
+        let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+        // SAFETY: an open socket; value/len point to a c_int and its size.
+        let r = unsafe {
+            libc::getsockopt(
+                fd,
+                libc::IPPROTO_TCP,
+                libc::TCP_NOTSENT_LOWAT,
+                (&mut value as *mut libc::c_int).cast(),
+                &mut len,
+            )
+        };
+        assert_eq!(r, 0);
+        value
+    }
+
+    /// A connection accepted from a listener with maitre's options, and the client's end.
+    fn connection() -> (Conn, std::net::TcpStream) {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        crate::reactor::set_connection_options(listener.as_raw_fd()).unwrap();
+        let client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (accepted, _) = listener.accept().unwrap();
+        accepted.set_nonblocking(true).unwrap();
+        let peer = Peer {
+            addr: "127.0.0.1".into(),
+            port: "1".into(),
+        };
+        let conn = Conn::new(
+            Token(0),
+            Stream::Tcp(mio::net::TcpStream::from_std(accepted)),
+            peer,
+            0,
+            1 << 20,
+        );
+        (conn, client)
+    }
+
+    #[test]
+    fn a_large_block_goes_to_the_kernel_whole_and_pieces_are_paced() {
+        let (conn, mut client) = connection();
+        let fd = conn.stream.raw_fd();
+        assert_eq!(notsent_lowat(fd), NOTSENT_LOWAT);
+        let big = vec![b'x'; WHOLE_WRITE];
+        drop(conn.send(conn.lock(), &[&big]).unwrap());
+        assert_eq!(notsent_lowat(fd), 0, "off for a block of WHOLE_WRITE bytes");
+        // Read it all, flushing what waits, as the event loop would.
+        let mut got = 0;
+        let mut buf = vec![0; 64 * 1024];
+        while got < WHOLE_WRITE {
+            let mut st = conn.lock();
+            assert!(st.out.flush_to(&conn.stream).is_ok());
+            drop(st);
+            got += client.read(&mut buf).unwrap();
+        }
+        assert!(conn.lock().out.is_empty());
+        // A small write with nothing pending turns pacing back on.
+        drop(conn.send(conn.lock(), &[b"small"]).unwrap());
+        assert_eq!(notsent_lowat(fd), NOTSENT_LOWAT);
+        client.read_exact(&mut buf[..5]).unwrap();
+        assert_eq!(&buf[..5], b"small");
     }
 }

@@ -4,7 +4,7 @@
 use std::collections::VecDeque;
 use std::io;
 use std::net::Shutdown;
-use std::os::fd::RawFd;
+use std::os::fd::{AsRawFd, RawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -23,6 +23,11 @@ pub const TICK: Duration = Duration::from_millis(100);
 const DRAIN_TICK: Duration = Duration::from_millis(10);
 /// A read buffer larger than this is replaced by a fresh one once it is empty.
 const MAX_IDLE_BUFFER: usize = 64 * 1024;
+/// `TCP_NOTSENT_LOWAT` on every TCP connection: the kernel takes output while less than this is
+/// waiting for the peer's window, and the rest waits in the connection's own buffer (sent as the
+/// socket says it is writable). The work of sending each byte is then done by the server as it
+/// writes, not later while the peer reads, and the kernel holds little per connection.
+pub const NOTSENT_LOWAT: libc::c_int = 32 * 1024;
 const WAKER: Token = Token(usize::MAX);
 const LISTENER_BASE: usize = usize::MAX / 2;
 
@@ -31,6 +36,33 @@ const LISTENER_BASE: usize = usize::MAX / 2;
 pub enum Listener {
     Tcp(mio::net::TcpListener),
     Unix(mio::net::UnixListener),
+}
+
+/// Sets, on a TCP listener, the options every connection accepted from it inherits: TCP_NODELAY
+/// (Waitress's `socket_options`) and [`NOTSENT_LOWAT`]. One call per listener instead of two
+/// per connection.
+pub fn set_connection_options(fd: RawFd) -> io::Result<()> {
+    set_tcp_option(fd, libc::TCP_NODELAY, 1)?;
+    set_tcp_option(fd, libc::TCP_NOTSENT_LOWAT, NOTSENT_LOWAT)
+}
+
+/// `setsockopt(fd, IPPROTO_TCP, opt, value)` for an integer option.
+pub fn set_tcp_option(fd: RawFd, opt: libc::c_int, value: libc::c_int) -> io::Result<()> {
+    // SAFETY: the kernel checks `fd`; the value is a c_int that outlives the call.
+    let r = unsafe {
+        libc::setsockopt(
+            fd,
+            libc::IPPROTO_TCP,
+            opt,
+            (&value as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
 }
 
 /// Where the event loop's log lines go.
@@ -194,7 +226,10 @@ impl Reactor {
         for (i, l) in listeners.iter_mut().enumerate() {
             let token = Token(LISTENER_BASE + i);
             match l {
-                Listener::Tcp(l) => poll.registry().register(l, token, Interest::READABLE)?,
+                Listener::Tcp(l) => {
+                    set_connection_options(l.as_raw_fd())?;
+                    poll.registry().register(l, token, Interest::READABLE)?
+                }
                 Listener::Unix(l) => poll.registry().register(l, token, Interest::READABLE)?,
             }
         }
@@ -363,7 +398,7 @@ impl Reactor {
         while self.accepting {
             let accepted = match &self.listeners[index] {
                 Listener::Tcp(l) => l.accept().map(|(s, addr)| {
-                    let _ = s.set_nodelay(true);
+                    // TCP_NODELAY and TCP_NOTSENT_LOWAT come from the listener.
                     (
                         Stream::Tcp(s),
                         Peer {
@@ -747,4 +782,37 @@ impl Reactor {
 
 fn deregister(registry: &Registry, fd: RawFd) -> io::Result<()> {
     registry.deregister(&mut SourceFd(&fd))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::{TcpListener, TcpStream};
+
+    fn tcp_option(fd: RawFd, opt: libc::c_int) -> libc::c_int {
+        let mut value: libc::c_int = 0;
+        let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+        // SAFETY: `fd` is an open socket; value/len point to a c_int and its size.
+        let r = unsafe {
+            libc::getsockopt(
+                fd,
+                libc::IPPROTO_TCP,
+                opt,
+                (&mut value as *mut libc::c_int).cast(),
+                &mut len,
+            )
+        };
+        assert_eq!(r, 0, "{}", io::Error::last_os_error());
+        value
+    }
+
+    #[test]
+    fn accepted_connections_inherit_the_listener_options() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        set_connection_options(listener.as_raw_fd()).unwrap();
+        let _client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (accepted, _) = listener.accept().unwrap();
+        assert_eq!(tcp_option(accepted.as_raw_fd(), libc::TCP_NODELAY), 1);
+        assert_eq!(tcp_option(accepted.as_raw_fd(), libc::TCP_NOTSENT_LOWAT), NOTSENT_LOWAT);
+    }
 }

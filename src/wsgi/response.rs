@@ -9,7 +9,8 @@ use pyo3::types::{PyByteArray, PyBytes, PyString, PyTuple};
 
 use super::file_wrapper::FileWrapper;
 use super::{ClientDisconnected, Ctx, Outcome};
-use crate::channel::Conn;
+use crate::buffers::Shared;
+use crate::channel::{Conn, Keep};
 use crate::http::response::{build_head, chunk_size_line, plain_decimal, status_has_body, HeadSpec, NotLatin1};
 use crate::http::{date, error, RequestHead, Version};
 
@@ -212,7 +213,7 @@ impl Response {
             ));
         }
         if let Ok(b) = data.downcast::<PyBytes>() {
-            return self.write_bytes(py, b.as_bytes());
+            return self.write_pybytes(py, b);
         }
         if let Ok(b) = data.downcast::<PyByteArray>() {
             let v = b.to_vec();
@@ -227,6 +228,16 @@ impl Response {
     }
 
     pub fn write_bytes(&mut self, py: Python<'_>, data: &[u8]) -> PyResult<()> {
+        self.write_data(py, data, None)
+    }
+
+    /// `write_bytes` for the bytes of a `bytes` object: if the socket cannot take them at once,
+    /// the object is kept until they are sent instead of copying them.
+    pub fn write_pybytes(&mut self, py: Python<'_>, data: &Bound<'_, PyBytes>) -> PyResult<()> {
+        self.write_data(py, data.as_bytes(), Some(data))
+    }
+
+    fn write_data(&mut self, py: Python<'_>, data: &[u8], owner: Option<&Bound<'_, PyBytes>>) -> PyResult<()> {
         if !self.started {
             return Err(PyRuntimeError::new_err(
                 "start_response was not called before body written",
@@ -242,6 +253,8 @@ impl Response {
         let mut size_line = [0u8; 20];
         let mut parts: [&[u8]; 4] = [b""; 4];
         let mut n = 0;
+        // Where `data` (or the part of it that is sent) sits in `parts`.
+        let mut data_at = None;
         if let Some(h) = &head {
             parts[0] = h;
             n = 1;
@@ -252,6 +265,7 @@ impl Response {
                     let len = chunk_size_line(&mut size_line, data.len());
                     parts[n] = &size_line[..len];
                     parts[n + 1] = data;
+                    data_at = Some(n + 1);
                     parts[n + 2] = b"\r\n";
                     n += 3;
                 }
@@ -271,11 +285,13 @@ impl Response {
                 self.written += take as u64;
                 if take > 0 && !self.head_request {
                     parts[n] = &data[..take];
+                    data_at = Some(n);
                     n += 1;
                 }
             } else if !self.head_request {
                 self.written += data.len() as u64;
                 parts[n] = data;
+                data_at = Some(n);
                 n += 1;
             }
         } else if !data.is_empty() {
@@ -292,17 +308,27 @@ impl Response {
                 );
             }
         }
-        self.send(py, &parts[..n])
+        match owner.zip(data_at) {
+            Some((owner, at)) => {
+                let hold = |part: &[u8]| {
+                    // SAFETY: `part` lies within the bytes of `owner`, an immutable `bytes`
+                    // object, which the reference kept here keeps alive.
+                    unsafe { Shared::new(Box::new(owner.clone().unbind()), part) }
+                };
+                self.send(py, &parts[..n], Some((at, &hold)))
+            }
+            None => self.send(py, &parts[..n], None),
+        }
     }
 
-    fn send(&self, py: Python<'_>, parts: &[&[u8]]) -> PyResult<()> {
+    fn send(&self, py: Python<'_>, parts: &[&[u8]], keep: Keep<'_>) -> PyResult<()> {
         if parts.iter().all(|p| p.is_empty()) {
             return Ok(());
         }
         let conn = &self.conn;
         let st = conn.lock();
         let st = conn
-            .send(st, parts)
+            .send_keeping(st, parts, keep)
             .map_err(|_| ClientDisconnected::new_err("Client disconnected"))?;
         let limit = self.ctx.outbuf_high_watermark;
         if st.out.held() > limit as u64 {
@@ -349,7 +375,7 @@ impl Response {
             self.write_bytes(py, b"")?;
         }
         if self.chunked && !self.head_request {
-            self.send(py, &[b"0\r\n\r\n"])?;
+            self.send(py, &[b"0\r\n\r\n"], None)?;
         }
         Ok(())
     }
@@ -484,10 +510,10 @@ pub fn send_app_iter(py: Python<'_>, sr: &Py<StartResponse>, app_iter: &Bound<'_
             while remain > 0 {
                 let block = fw.borrow().read_block(py, remain)?;
                 let Some(block) = block else { break };
-                let data = block.bind(py).as_bytes();
-                remain = remain.saturating_sub(data.len() as u64);
+                let data = block.bind(py);
+                remain = remain.saturating_sub(data.as_bytes().len() as u64);
                 let mut guard = sr.borrow_mut(py);
-                guard.get()?.write_bytes(py, data)?;
+                guard.get()?.write_pybytes(py, data)?;
             }
             return Ok(());
         }
@@ -505,7 +531,7 @@ pub fn send_app_iter(py: Python<'_>, sr: &Py<StartResponse>, app_iter: &Bound<'_
         }
         if let Ok(b) = chunk.downcast::<PyBytes>() {
             if !b.as_bytes().is_empty() {
-                r.write_bytes(py, b.as_bytes())?;
+                r.write_pybytes(py, b)?;
             }
         } else if chunk.len()? > 0 {
             r.write(py, &chunk)?;
