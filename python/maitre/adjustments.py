@@ -3,14 +3,13 @@
 checked exactly as Waitress 3.0.2 does it."""
 
 import getopt
-import platform
 import socket
+import sys
 import warnings
-from typing import ClassVar
 
 from .proxy_headers import PROXY_HEADERS
 
-WIN = platform.system() == "Windows"
+WIN = sys.platform == "win32"
 HAS_IPV6 = socket.has_ipv6 and hasattr(socket, "IPPROTO_IPV6") and hasattr(socket, "IPV6_V6ONLY")
 
 truthy = frozenset(("t", "true", "y", "yes", "on", "1"))
@@ -119,7 +118,9 @@ class Adjustments:
         ("server_name", str),
     )
 
-    _param_map: ClassVar[dict] = dict(_params)
+    # Class attributes, as in Waitress (not annotated ClassVar: importing typing costs the
+    # server half a MiB of memory).
+    _param_map = dict(_params)  # noqa: RUF012
 
     # Address and port to listen on. Giving either one explicitly replaces
     # ``listen`` with ``["host:port"]``.
@@ -194,7 +195,7 @@ class Adjustments:
     unix_socket_perms = 0o600
 
     # (level, option, value) set on every accepted TCP connection.
-    socket_options: ClassVar[list] = [
+    socket_options = [  # noqa: RUF012
         (socket.SOL_TCP, socket.TCP_NODELAY, 1),
     ]
 
