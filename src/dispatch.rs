@@ -370,6 +370,13 @@ impl Pool {
             st.close_after_flush = true;
             st.queue.clear();
             st.error = None;
+            if st.out.is_empty() && !st.closed {
+                // Everything is sent: the FIN goes now, right behind the response, not when the
+                // loop gets to closing the socket. The server is then the side that closes
+                // first, so the TIME_WAIT is its own and not the client's (a client that
+                // reconnects, like a load balancer or wrk, otherwise pays for it in connect()).
+                let _ = conn.stream.shutdown(std::net::Shutdown::Write);
+            }
         }
         drop(st);
         if close {
