@@ -284,12 +284,10 @@ impl Conn {
         }
         st.produced += len;
         let was_empty = st.out.is_empty();
-        if was_empty {
-            self.set_paced(&mut st, true);
-        }
         st.out.push_file(file, offset, len);
         if was_empty {
             // Nothing ahead of it: start sending now.
+            self.set_paced(&mut st, true);
             if st.out.flush_to(&self.stream).is_err() {
                 st.closed = true;
                 return Err(Disconnected);
@@ -342,20 +340,7 @@ mod tests {
     use std::io::Read;
 
     fn notsent_lowat(fd: RawFd) -> libc::c_int {
-        let mut value: libc::c_int = -1;
-        let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
-        // SAFETY: an open socket; value/len point to a c_int and its size.
-        let r = unsafe {
-            libc::getsockopt(
-                fd,
-                libc::IPPROTO_TCP,
-                libc::TCP_NOTSENT_LOWAT,
-                (&mut value as *mut libc::c_int).cast(),
-                &mut len,
-            )
-        };
-        assert_eq!(r, 0);
-        value
+        crate::reactor::tcp_option(fd, libc::TCP_NOTSENT_LOWAT)
     }
 
     /// A connection accepted from a listener with maitre's options, and the client's end.

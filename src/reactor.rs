@@ -65,6 +65,25 @@ pub fn set_tcp_option(fd: RawFd, opt: libc::c_int, value: libc::c_int) -> io::Re
     }
 }
 
+/// `getsockopt(fd, IPPROTO_TCP, opt)` for an integer option (for tests).
+#[cfg(test)]
+pub fn tcp_option(fd: RawFd, opt: libc::c_int) -> libc::c_int {
+    let mut value: libc::c_int = -1;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: value/len point to a c_int and its size; the kernel checks `fd`.
+    let r = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::IPPROTO_TCP,
+            opt,
+            (&mut value as *mut libc::c_int).cast(),
+            &mut len,
+        )
+    };
+    assert_eq!(r, 0, "{}", io::Error::last_os_error());
+    value
+}
+
 /// Where the event loop's log lines go.
 pub trait Log: Send + Sync {
     /// Log a line on the `maitre` logger (`level` as in Python's logging).
@@ -788,23 +807,6 @@ fn deregister(registry: &Registry, fd: RawFd) -> io::Result<()> {
 mod tests {
     use super::*;
     use std::net::{TcpListener, TcpStream};
-
-    fn tcp_option(fd: RawFd, opt: libc::c_int) -> libc::c_int {
-        let mut value: libc::c_int = 0;
-        let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
-        // SAFETY: `fd` is an open socket; value/len point to a c_int and its size.
-        let r = unsafe {
-            libc::getsockopt(
-                fd,
-                libc::IPPROTO_TCP,
-                opt,
-                (&mut value as *mut libc::c_int).cast(),
-                &mut len,
-            )
-        };
-        assert_eq!(r, 0, "{}", io::Error::last_os_error());
-        value
-    }
 
     #[test]
     fn accepted_connections_inherit_the_listener_options() {
