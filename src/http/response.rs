@@ -159,27 +159,61 @@ pub fn build_head(spec: &HeadSpec<'_>) -> Result<Head, NotLatin1> {
         out.push((Cow::Borrowed("Date"), spec.date));
     }
     // Stable: same-named headers keep their order (RFC 9110 §5.3).
-    out.sort_by(|a, b| a.0.cmp(&b.0));
-    let mut bytes = Vec::with_capacity(64 + out.iter().map(|(k, v)| k.len() + v.len() + 4).sum::<usize>());
-    bytes.extend_from_slice(spec.version.as_str().as_bytes());
-    bytes.push(b' ');
-    push_latin1(&mut bytes, spec.status)?;
-    bytes.extend_from_slice(b"\r\n");
-    for (k, v) in &out {
-        push_latin1(&mut bytes, k)?;
-        bytes.extend_from_slice(b": ");
-        push_latin1(&mut bytes, v)?;
-        bytes.extend_from_slice(b"\r\n");
-    }
-    bytes.extend_from_slice(b"\r\n");
+    // Names mostly differ in their first letter: compared on it first.
+    out.sort_by(|a, b| {
+        let (a, b) = (a.0.as_bytes(), b.0.as_bytes());
+        a.first().cmp(&b.first()).then_with(|| a.cmp(b))
+    });
+    let bytes = serialize(spec.version, spec.status, &out)?;
     Ok(Head { bytes, chunked, close })
 }
 
-fn push_latin1(out: &mut Vec<u8>, s: &str) -> Result<(), NotLatin1> {
-    if s.is_ascii() {
-        out.extend_from_slice(s.as_bytes());
-        return Ok(());
+/// `VERSION SP status CRLF (name ": " value CRLF)* CRLF` with every text latin-1 encoded, as
+/// Waitress encodes the head.
+fn serialize(version: Version, status: &str, fields: &[(Cow<'_, str>, &str)]) -> Result<Vec<u8>, NotLatin1> {
+    let size = 12 + status.len() + fields.iter().map(|(k, v)| k.len() + v.len() + 4).sum::<usize>();
+    let mut bytes = Vec::with_capacity(size);
+    // The texts are UTF-8, which for ASCII (nearly every head) is their latin-1 encoding
+    // already: copied as they are, then one check over the whole head.
+    write_head(&mut bytes, version, status, fields, false)?;
+    if !bytes.is_ascii() {
+        bytes.clear();
+        write_head(&mut bytes, version, status, fields, true)?;
     }
+    Ok(bytes)
+}
+
+/// Writes the head; `encode` re-encodes each text from UTF-8 to latin-1 (else copied as is).
+fn write_head(
+    bytes: &mut Vec<u8>,
+    version: Version,
+    status: &str,
+    fields: &[(Cow<'_, str>, &str)],
+    encode: bool,
+) -> Result<(), NotLatin1> {
+    let put = |bytes: &mut Vec<u8>, text: &str| {
+        if encode {
+            push_latin1(bytes, text)
+        } else {
+            bytes.extend_from_slice(text.as_bytes());
+            Ok(())
+        }
+    };
+    bytes.extend_from_slice(version.as_str().as_bytes());
+    bytes.push(b' ');
+    put(bytes, status)?;
+    bytes.extend_from_slice(b"\r\n");
+    for (k, v) in fields {
+        put(bytes, k)?;
+        bytes.extend_from_slice(b": ");
+        put(bytes, v)?;
+        bytes.extend_from_slice(b"\r\n");
+    }
+    bytes.extend_from_slice(b"\r\n");
+    Ok(())
+}
+
+fn push_latin1(out: &mut Vec<u8>, s: &str) -> Result<(), NotLatin1> {
     for c in s.chars() {
         let code = c as u32;
         if code > 0xFF {

@@ -108,7 +108,12 @@ pub fn build<'py>(
     set!("PATH_INFO", latin1(py, path_info(&head.path, &ctx.url_prefix)));
     set!("REQUEST_URI", latin1(py, &head.request_uri));
     set!("QUERY_STRING", latin1(py, &head.query));
-    let stderr = ctx.sys.bind(py).getattr(pyo3::intern!(py, "stderr"))?;
+    // sys.stderr from the module's dict (a plain lookup; the attribute path if it is missing).
+    let sys = ctx.sys.bind(py);
+    let stderr = match sys.dict().get_item(pyo3::intern!(py, "stderr"))? {
+        Some(stderr) => stderr,
+        None => sys.getattr(pyo3::intern!(py, "stderr"))?,
+    };
     set!("wsgi.errors", stderr);
     set!("wsgi.input", Bound::new(py, InputStream::new(body))?);
     for h in &head.headers {

@@ -174,15 +174,24 @@ fn serve(py: Python<'_>, ctx: &Arc<Ctx>, conn: &Arc<Conn>, head: &mut RequestHea
         Ok(e) => e,
         Err(e) => return fail(py, ctx, resp, head, e),
     };
-    let sr = match Py::new(py, StartResponse::new(resp)) {
-        Ok(sr) => sr,
-        Err(e) => {
-            ctx.log_exception(py, "Exception while serving", &e);
-            return Outcome::Close;
-        }
+    let (sr, write) = match SPARE.take() {
+        Some(spare) => spare,
+        None => match new_start_response(py) {
+            Ok(made) => made,
+            Err(e) => {
+                ctx.log_exception(py, "Exception while serving", &e);
+                return Outcome::Close;
+            }
+        },
     };
+    sr.borrow_mut(py).begin(resp, write.clone_ref(py));
     let result = run_app(py, ctx, &environ, &sr);
     let mut resp = sr.borrow_mut(py).take();
+    // Kept for the next request only if nothing else holds either object (the app did not keep
+    // `start_response` or `write`): the write method's reference to `sr` and ours.
+    if sr.get_refcnt(py) == 2 && write.get_refcnt(py) == 1 {
+        SPARE.set(Some((sr, write)));
+    }
     match result {
         Ok(()) => match resp.finish(py) {
             Ok(()) => resp.outcome(),
@@ -190,6 +199,17 @@ fn serve(py: Python<'_>, ctx: &Arc<Ctx>, conn: &Arc<Conn>, head: &mut RequestHea
         },
         Err(e) => fail(py, ctx, resp, head, e),
     }
+}
+
+thread_local! {
+    /// This worker's `start_response` and its bound `write`, idle between requests.
+    static SPARE: std::cell::Cell<Option<(Py<StartResponse>, Py<PyAny>)>> = const { std::cell::Cell::new(None) };
+}
+
+fn new_start_response(py: Python<'_>) -> PyResult<(Py<StartResponse>, Py<PyAny>)> {
+    let sr = Bound::new(py, StartResponse::idle())?;
+    let write = sr.getattr(pyo3::intern!(py, "write"))?.unbind();
+    Ok((sr.unbind(), write))
 }
 
 /// Calls the app and sends its app_iter; `close()` is called on the app_iter on every path.

@@ -25,6 +25,13 @@ const HOP_BY_HOP: [&str; 8] = [
     "upgrade",
 ];
 
+/// A CR or LF in `s` (as a byte: in UTF-8 they are never part of another character). Header
+/// names and values are short: every byte is looked at, with no early exit, which the compiler
+/// turns into a few vector operations.
+fn has_cr_or_lf(s: &str) -> bool {
+    s.bytes().fold(false, |found, b| found | (b == b'\r') | (b == b'\n'))
+}
+
 /// The state of one response.
 pub struct Response {
     ctx: Arc<Ctx>,
@@ -96,7 +103,7 @@ impl Response {
             )));
         };
         let status = status.to_str()?;
-        if status.contains(['\r', '\n']) {
+        if has_cr_or_lf(status) {
             return Err(PyValueError::new_err(
                 "carriage return/line feed character present in status",
             ));
@@ -135,12 +142,12 @@ impl Response {
                 )));
             };
             let (name, value) = (name_str.to_str()?, value_str.to_str()?);
-            if value.contains(['\r', '\n']) {
+            if has_cr_or_lf(value) {
                 return Err(PyValueError::new_err(
                     "carriage return/line feed character present in header value",
                 ));
             }
-            if name.contains(['\r', '\n']) {
+            if has_cr_or_lf(name) {
                 return Err(PyValueError::new_err(
                     "carriage return/line feed character present in header name",
                 ));
@@ -424,18 +431,35 @@ impl Response {
 }
 
 /// `start_response` handed to the app; `write` is its bound method.
+///
+/// One serves request after request on a worker (see `wsgi::serve`): between requests it holds
+/// nothing, and while it serves one it holds the response and its own bound `write`, which
+/// `start_response` returns (made once, not looked up per call).
 #[pyclass(module = "maitre._core")]
 pub struct StartResponse {
     inner: Option<Response>,
+    write: Option<Py<PyAny>>,
 }
 
 impl StartResponse {
-    pub fn new(resp: Response) -> Self {
-        StartResponse { inner: Some(resp) }
+    /// One holding no response yet (see [`StartResponse::begin`]).
+    pub fn idle() -> Self {
+        StartResponse {
+            inner: None,
+            write: None,
+        }
     }
 
-    /// Takes the response back after the app is done.
+    /// Starts serving `resp`; `write` is this object's bound `write` method.
+    pub fn begin(&mut self, resp: Response, write: Py<PyAny>) {
+        self.inner = Some(resp);
+        self.write = Some(write);
+    }
+
+    /// Takes the response back after the app is done (and lets go of the bound `write`, which
+    /// refers back to this object).
     pub fn take(&mut self) -> Response {
+        self.write = None;
         self.inner.take().expect("response taken once")
     }
 
@@ -475,6 +499,9 @@ impl StartResponse {
             None => {}
         }
         resp.start(py, status, headers)?;
+        if let Some(write) = &slf.write {
+            return Ok(write.clone_ref(py));
+        }
         let this: Bound<'_, StartResponse> = slf.into_pyobject(py)?;
         Ok(this.getattr(pyo3::intern!(py, "write"))?.unbind())
     }

@@ -1,0 +1,67 @@
+"""``start_response`` and its ``write`` belong to one request, over a real socket.
+
+maitre hands each worker's next request the same ``start_response`` object (and its bound
+``write``) when nothing else holds them. An app that keeps them from one request must not be able
+to touch a later response with them, and a later request must get a fresh, working pair.
+"""
+
+from __future__ import annotations
+
+from support.http import Conn
+from support.server import IS_WAITRESS
+
+KEPT = []
+
+
+def keeping_app(environ, start_response):
+    path = environ["PATH_INFO"]
+    if path == "/keep":
+        write = start_response("200 OK", [("Content-Length", "4")])
+        KEPT[:] = [start_response, write]
+        return [b"kept"]
+    if path == "/use-kept":
+        # The kept pair, called while this request is being served (before and after its own
+        # start_response): what each call did goes back in a header.
+        old_start, old_write = KEPT
+        outcomes = [attempt(lambda: old_write(b"XXXX")),
+                    attempt(lambda: old_start("500 Oops", [("Content-Length", "0")]))]
+        write = start_response("200 OK", [("Content-Length", "2"),
+                                          ("X-Outcomes", ",".join(outcomes))])
+        attempt(lambda: old_write(b"YYYY"))  # after this response started: no effect either
+        write(b"o")
+        return [b"k"]
+    body = b"plain"
+    same = bool(KEPT) and start_response is KEPT[0]
+    start_response("200 OK", [("Content-Length", str(len(body))), ("X-Same", str(same))])
+    return [body]
+
+
+def attempt(call):
+    try:
+        call()
+    except Exception as exc:  # noqa: BLE001 - the kind of failure is the result
+        return type(exc).__name__
+    return "ok"
+
+
+def get(path):
+    return f"GET {path} HTTP/1.1\r\nHost: t\r\n\r\n".encode()
+
+
+def test_kept_start_response_cannot_touch_later_responses(serve):
+    srv = serve(keeping_app, threads=1)
+    with Conn(srv.addr) as c:
+        assert c.request(get("/keep")).body == b"kept"
+        # Later requests on the same (only) worker do not get the kept pair back.
+        resp = c.request(get("/plain"))
+        assert resp.status == 200 and resp.body == b"plain"
+        assert resp.header("x-same") == "False"
+        resp = c.request(get("/use-kept"))
+        assert resp.status == 200 and resp.body == b"ok", "the kept write() reached this response"
+        if not IS_WAITRESS:
+            # Waitress's old write() quietly writes nothing (its Content-Length is used up);
+            # maitre's kept objects refuse: that response is finished.
+            assert resp.header("x-outcomes") == "RuntimeError,RuntimeError"
+        # The connection is still in step: nothing stray was written after that response.
+        resp = c.request(get("/plain"))
+        assert resp.status == 200 and resp.body == b"plain"
