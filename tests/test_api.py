@@ -1,5 +1,6 @@
 """serve() / create_server() basics and the command line, over real sockets."""
 
+import json
 import os
 import re
 import shutil
@@ -214,6 +215,33 @@ def test_ident_and_server_name(serve):
 def test_string_adjustments(serve):
     h = serve(make_app(), threads="3", expose_tracebacks="false", channel_timeout="60")
     assert get(h.addr, "/s").status == 200
+
+
+def mutating_app(environ, start_response):
+    """Reports some environ values, then changes the environ the way an app may."""
+    keys = ("REMOTE_ADDR", "REMOTE_HOST", "REMOTE_PORT", "SERVER_NAME", "PATH_INFO", "mine")
+    body = json.dumps({k: environ.get(k) for k in keys}).encode()
+    environ["REMOTE_ADDR"] = "10.9.9.9"
+    environ["mine"] = environ["PATH_INFO"]
+    del environ["REMOTE_PORT"]
+    if environ["PATH_INFO"] == "/clear":
+        environ.clear()
+    start_response("200 OK", [("Content-Length", str(len(body)))])
+    return [body]
+
+
+def test_every_request_on_a_connection_gets_a_fresh_environ(serve):
+    """What an app does to its environ stays with that request, however many requests a
+    connection carries (the keys that do not change are copied from one dict)."""
+    srv = serve(mutating_app)
+    with Conn(srv.addr) as c:
+        port = str(c.sock.getsockname()[1])
+        for path in ["/a", "/b", "/clear", "/c", "/d"]:
+            resp = c.request(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+            assert resp.status == 200
+            assert resp.json() == {"REMOTE_ADDR": "127.0.0.1", "REMOTE_HOST": "127.0.0.1",
+                                   "REMOTE_PORT": port, "SERVER_NAME": "waitress.invalid",
+                                   "PATH_INFO": path, "mine": None}
 
 
 def test_keepalive_many_requests(serve):

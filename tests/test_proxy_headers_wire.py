@@ -447,3 +447,18 @@ def test_pipelined_request_after_malformed_is_not_served(server):
         resp = c.read_response()
         assert resp.status == 400
         assert c.read_to_eof() == b""
+
+
+def test_each_request_on_a_connection_gets_its_own_forwarded_client(server):
+    """Several requests on one keep-alive connection, each from another forwarded client: every
+    environ has that request's address, and a request without the header has the peer's."""
+    h = server(**trusted(headers={"x-forwarded-for"}))
+    with Conn(h.addr) as c:
+        for fwd in ["192.0.2.1", "198.51.100.2", None, "203.0.113.3", None]:
+            extra = f"X-Forwarded-For: {fwd}\r\n" if fwd else ""
+            resp = c.request(f"GET /p HTTP/1.1\r\nHost: origin.example\r\n{extra}\r\n".encode())
+            assert resp.status == 200
+            env = resp.json()
+            assert env["REMOTE_ADDR"] == (fwd or PEER)
+            assert env["REMOTE_HOST"] == (fwd or PEER)
+            assert env.get("HTTP_X_FORWARDED_FOR") == fwd
