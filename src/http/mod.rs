@@ -16,7 +16,7 @@ pub use body::Body;
 pub use date::{http_date, HttpDate};
 pub use error::{error_response, reason_phrase, HttpError};
 pub use reader::{Event, RequestReader};
-pub use request::{Header, Request, RequestHead};
+pub use request::{Header, Headers, Request, RequestHead};
 
 /// The protocol version a request is answered with. Waitress answers every version other than
 /// exactly `HTTP/1.1` (including a missing one and `HTTP/8.4`) as HTTP/1.0.

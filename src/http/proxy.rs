@@ -6,7 +6,7 @@
 //! onto bytes, so the work is done on `&[u8]` and only the results handed back as environ values
 //! are decoded (latin-1, one char per byte) into `String`s.
 
-use super::Header;
+use super::{Header, Headers};
 
 /// Environ keys (with the `HTTP_` prefix) of the six proxy headers, in the order a removal
 /// warning lists them.
@@ -175,7 +175,7 @@ impl ProxyConfig {
     /// nothing here depends on them.
     pub fn apply(
         &self,
-        headers: &mut Vec<Header>,
+        headers: &mut Headers,
         remote_addr: &str,
         _remote_port: &str,
         url_scheme: &str,
@@ -602,7 +602,7 @@ mod tests {
     use super::*;
     use std::borrow::Cow;
 
-    fn hdrs(pairs: &[(&str, &str)]) -> Vec<Header> {
+    fn hdrs(pairs: &[(&str, &str)]) -> Headers {
         pairs
             .iter()
             .map(|(k, v)| Header {
@@ -623,7 +623,7 @@ mod tests {
     }
 
     /// Run `cfg` from peer 192.168.1.1 with scheme http; returns (set, remaining headers).
-    fn run(cfg: &ProxyConfig, pairs: &[(&str, &str)]) -> (Vec<(&'static str, String)>, Vec<Header>) {
+    fn run(cfg: &ProxyConfig, pairs: &[(&str, &str)]) -> (Vec<(&'static str, String)>, Headers) {
         let mut h = hdrs(pairs);
         let applied = cfg.apply(&mut h, "192.168.1.1", "80", "http", "8080").unwrap();
         (applied.set, h)
@@ -1202,10 +1202,10 @@ mod tests {
     #[test]
     fn latin1_values_reach_the_environ() {
         let cfg = config(Some("*"), 1, &["x-forwarded-host"]);
-        let mut h = vec![Header {
+        let mut h = Headers::from_iter([Header {
             key: Cow::Borrowed("HTTP_X_FORWARDED_HOST"),
             value: b"caf\xe9.example".to_vec(),
-        }];
+        }]);
         let a = cfg.apply(&mut h, "1.1.1.1", "1", "http", "80").unwrap();
         assert_eq!(get(&a.set, "SERVER_NAME"), Some("caf\u{e9}.example"));
     }

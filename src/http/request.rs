@@ -4,6 +4,8 @@
 use std::borrow::Cow;
 use std::collections::HashMap;
 
+use smallvec::SmallVec;
+
 use super::body::Body;
 use super::uri;
 use super::{HttpError, Version};
@@ -18,6 +20,9 @@ pub struct Header {
     /// later). Repeated headers are joined with `", "`.
     pub value: Vec<u8>,
 }
+
+/// A request's headers: on the stack (in the request) for the usual few.
+pub type Headers = SmallVec<[Header; 8]>;
 
 /// Everything the WSGI layer needs from the request line and headers.
 #[derive(Debug)]
@@ -37,7 +42,7 @@ pub struct RequestHead {
     /// Headers in the order first seen: duplicates joined, names containing `_` dropped. For a
     /// chunked request `CONTENT_LENGTH` holds the de-chunked length and `HTTP_TRANSFER_ENCODING`
     /// is removed.
-    pub headers: Vec<Header>,
+    pub headers: Headers,
     /// The `Connection` header, lower-cased, equals `close` exactly.
     pub connection_close: bool,
     /// The `Connection` header, lower-cased, equals `keep-alive` exactly.
@@ -267,7 +272,7 @@ fn env_key(name: &[u8]) -> Cow<'static, str> {
 /// Header storage during parsing: a Vec, with a hash index once there are many headers so that
 /// a head of thousands of tiny headers stays linear.
 struct HeaderSet {
-    headers: Vec<Header>,
+    headers: Headers,
     index: Option<HashMap<String, usize>>,
 }
 
@@ -298,7 +303,7 @@ impl HeaderSet {
     }
 }
 
-fn remove_header(headers: &mut Vec<Header>, key: &str) -> Option<Vec<u8>> {
+fn remove_header(headers: &mut Headers, key: &str) -> Option<Vec<u8>> {
     let i = headers.iter().position(|h| h.key == key)?;
     Some(headers.remove(i).value)
 }
@@ -377,7 +382,7 @@ pub(crate) fn parse_head(block: &[u8], max_body: u64) -> Result<(RequestHead, Fr
 
     // Pass 2: logical lines (obs-fold joined, leading whitespace kept), matched and stored.
     let mut set = HeaderSet {
-        headers: Vec::with_capacity(16),
+        headers: Headers::new(),
         index: None,
     };
     let mut current: Option<Cow<'_, [u8]>> = None;

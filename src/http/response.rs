@@ -3,6 +3,8 @@
 
 use std::borrow::Cow;
 
+use smallvec::SmallVec;
+
 use super::Version;
 
 /// What a response head is made from.
@@ -85,8 +87,15 @@ pub fn capitalize_name(name: &str) -> Cow<'_, str> {
 /// keep-alive request with a Content-Length; HTTP/1.1 without a Content-Length is chunked (when a
 /// body is allowed) and always closes.
 pub fn build_head(spec: &HeadSpec<'_>) -> Result<Head, NotLatin1> {
+    build_head_in(spec, Vec::new())
+}
+
+/// [`build_head`] written into `bytes` (emptied first), a buffer kept for reuse.
+pub fn build_head_in(spec: &HeadSpec<'_>, bytes: Vec<u8>) -> Result<Head, NotLatin1> {
     let has_body = status_has_body(spec.status);
-    let mut out: Vec<(Cow<'_, str>, &str)> = Vec::with_capacity(spec.headers.len() + 4);
+    // The inferred Content-Length's digits, and the fields: on the stack for the usual number.
+    let mut digits = [0u8; 20];
+    let mut out: SmallVec<[(Cow<'_, str>, &str); 16]> = SmallVec::new();
     let mut cl_header: Option<&str> = None;
     let mut date_set = false;
     let mut server_set = false;
@@ -108,12 +117,11 @@ pub fn build_head(spec: &HeadSpec<'_>) -> Result<Head, NotLatin1> {
         }
         out.push((name, value));
     }
-    let inferred;
     if cl_header.is_none() && has_body {
         if let Some(cl) = spec.content_length {
-            inferred = cl.to_string();
-            out.push((Cow::Borrowed("Content-Length"), &inferred));
-            cl_header = Some(&inferred);
+            let inferred = decimal(&mut digits, cl);
+            out.push((Cow::Borrowed("Content-Length"), inferred));
+            cl_header = Some(inferred);
         }
     }
     let has_cl = cl_header.is_some_and(|v| !v.is_empty());
@@ -164,18 +172,26 @@ pub fn build_head(spec: &HeadSpec<'_>) -> Result<Head, NotLatin1> {
         let (a, b) = (a.0.as_bytes(), b.0.as_bytes());
         a.first().cmp(&b.first()).then_with(|| a.cmp(b))
     });
-    let bytes = serialize(spec.version, spec.status, &out)?;
+    let bytes = serialize(spec.version, spec.status, &out, bytes)?;
     Ok(Head { bytes, chunked, close })
 }
 
 /// `VERSION SP status CRLF (name ": " value CRLF)* CRLF` with every text latin-1 encoded, as
 /// Waitress encodes the head.
-fn serialize(version: Version, status: &str, fields: &[(Cow<'_, str>, &str)]) -> Result<Vec<u8>, NotLatin1> {
-    let size = 12 + status.len() + fields.iter().map(|(k, v)| k.len() + v.len() + 4).sum::<usize>();
-    let mut bytes = Vec::with_capacity(size);
+fn serialize(
+    version: Version,
+    status: &str,
+    fields: &[(Cow<'_, str>, &str)],
+    mut bytes: Vec<u8>,
+) -> Result<Vec<u8>, NotLatin1> {
+    let lines = fields.iter().map(|(k, v)| k.len() + v.len() + 4).sum::<usize>();
+    let size = version.as_str().len() + 1 + status.len() + 2 + lines + 2;
+    bytes.clear();
+    bytes.reserve(size);
     // The texts are UTF-8, which for ASCII (nearly every head) is their latin-1 encoding
     // already: copied as they are, then one check over the whole head.
     write_head(&mut bytes, version, status, fields, false)?;
+    debug_assert_eq!(bytes.len(), size, "the head fits the room made for it");
     if !bytes.is_ascii() {
         bytes.clear();
         write_head(&mut bytes, version, status, fields, true)?;
@@ -222,6 +238,21 @@ fn push_latin1(out: &mut Vec<u8>, s: &str) -> Result<(), NotLatin1> {
         out.push(code as u8);
     }
     Ok(())
+}
+
+/// `n` in decimal, written into `buf`.
+fn decimal(buf: &mut [u8; 20], mut n: u64) -> &str {
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    // SAFETY: only ASCII digits were written to buf[i..].
+    unsafe { std::str::from_utf8_unchecked(&buf[i..]) }
 }
 
 /// Writes the chunk-size line for `n` (upper-case hex + CRLF) into `buf`; returns its length.
@@ -284,6 +315,13 @@ mod tests {
             "Www-Authenticate",
         ] {
             assert!(matches!(capitalize_name(name), Cow::Borrowed(n) if n == name), "{name}");
+        }
+    }
+
+    #[test]
+    fn decimal_digits() {
+        for n in [0, 7, 10, 13, 1_048_576, u64::MAX] {
+            assert_eq!(super::decimal(&mut [0; 20], n), n.to_string());
         }
     }
 

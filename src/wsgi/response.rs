@@ -6,12 +6,13 @@ use std::sync::Arc;
 use pyo3::exceptions::{PyAssertionError, PyRuntimeError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyByteArray, PyBytes, PyString, PyTuple};
+use smallvec::SmallVec;
 
 use super::file_wrapper::FileWrapper;
 use super::{ClientDisconnected, Ctx, Outcome};
 use crate::buffers::Shared;
 use crate::channel::{Conn, Keep};
-use crate::http::response::{build_head, chunk_size_line, plain_decimal, status_has_body, HeadSpec, NotLatin1};
+use crate::http::response::{build_head_in, chunk_size_line, plain_decimal, status_has_body, HeadSpec, NotLatin1};
 use crate::http::{date, error, RequestHead, Version};
 
 const HOP_BY_HOP: [&str; 8] = [
@@ -32,6 +33,14 @@ fn has_cr_or_lf(s: &str) -> bool {
     s.bytes().fold(false, |found, b| found | (b == b'\r') | (b == b'\n'))
 }
 
+thread_local! {
+    /// A buffer for response heads, reused by each response this thread writes.
+    static HEAD_BUF: std::cell::Cell<Vec<u8>> = const { std::cell::Cell::new(Vec::new()) };
+}
+
+/// A head buffer larger than this is not kept.
+const HEAD_BUF_KEEP: usize = 8 * 1024;
+
 /// The state of one response.
 pub struct Response {
     ctx: Arc<Ctx>,
@@ -44,7 +53,7 @@ pub struct Response {
     status: Option<String>,
     /// The app's headers as it gave them (validated `str`s; read without copying when the head
     /// is built).
-    headers: Vec<(Py<PyString>, Py<PyString>)>,
+    headers: SmallVec<[(Py<PyString>, Py<PyString>); 8]>,
     content_length: Option<u64>,
     started: bool,
     wrote_header: bool,
@@ -66,7 +75,7 @@ impl Response {
             req_keep_alive: head.connection_keep_alive,
             force_close: head.force_close,
             status: None,
-            headers: Vec::new(),
+            headers: SmallVec::new(),
             content_length: None,
             started: false,
             wrote_header: false,
@@ -199,7 +208,7 @@ impl Response {
             ident: self.ctx.ident.as_deref(),
             date: now.as_str(),
         };
-        let head = build_head(&spec).map_err(|NotLatin1(c)| {
+        let head = build_head_in(&spec, HEAD_BUF.take()).map_err(|NotLatin1(c)| {
             PyValueError::new_err(format!(
                 "'latin-1' codec can't encode character '\\u{:04x}': ordinal not in range(256)",
                 c as u32
@@ -315,7 +324,7 @@ impl Response {
                 );
             }
         }
-        match owner.zip(data_at) {
+        let sent = match owner.zip(data_at) {
             Some((owner, at)) => {
                 let hold = |part: &[u8]| {
                     // SAFETY: `part` lies within the bytes of `owner`, an immutable `bytes`
@@ -325,7 +334,13 @@ impl Response {
                 self.send(py, &parts[..n], Some((at, &hold)))
             }
             None => self.send(py, &parts[..n], None),
+        };
+        // The head was copied out (to the socket or the connection's buffer): its buffer serves
+        // this thread's next response.
+        if let Some(head) = head.filter(|h| h.capacity() <= HEAD_BUF_KEEP) {
+            HEAD_BUF.set(head);
         }
+        sent
     }
 
     fn send(&self, py: Python<'_>, parts: &[&[u8]], keep: Keep<'_>) -> PyResult<()> {
