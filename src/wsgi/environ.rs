@@ -10,7 +10,6 @@ use pyo3::types::{PyDict, PyString};
 use super::input::InputStream;
 use super::Ctx;
 use crate::channel::Conn;
-use crate::http::body::Body;
 use crate::http::{RequestHead, Version};
 
 /// Decodes bytes as latin-1 (PEP 3333's "bytes as str" tunnelling).
@@ -46,7 +45,9 @@ const ROOM: usize = 40;
 
 /// The part of the environ that is the same for every request on one listener, which each
 /// request's environ starts as a copy of (one copy instead of a dozen insertions). Made with room
-/// for a request's other keys, so that filling in a copy does not resize it.
+/// for a request's other keys, so that filling in a copy does not resize it. The keys, like all
+/// the environ's fixed keys, are interned strings: the app's own constants (`"SERVER_NAME"`) are
+/// the same objects, so its lookups match without comparing text.
 pub fn bases(py: Python<'_>, ctx: &Ctx) -> PyResult<Vec<Py<PyDict>>> {
     ctx.server_ports
         .iter()
@@ -57,17 +58,17 @@ pub fn bases(py: Python<'_>, ctx: &Ctx) -> PyResult<Vec<Py<PyDict>>> {
                 let ptr = ffi::_PyDict_NewPresized(ROOM as ffi::Py_ssize_t);
                 Bound::from_owned_ptr_or_err(py, ptr)?.downcast_into_unchecked::<PyDict>()
             };
-            base.set_item("SERVER_PORT", port.bind(py))?;
-            base.set_item("SERVER_NAME", ctx.server_name.bind(py))?;
-            base.set_item("SERVER_SOFTWARE", ctx.server_software.bind(py))?;
-            base.set_item("SCRIPT_NAME", ctx.script_name.bind(py))?;
-            base.set_item("wsgi.url_scheme", ctx.url_scheme.bind(py))?;
-            base.set_item("wsgi.version", ctx.wsgi_version.bind(py))?;
-            base.set_item("wsgi.multithread", true)?;
-            base.set_item("wsgi.multiprocess", false)?;
-            base.set_item("wsgi.run_once", false)?;
-            base.set_item("wsgi.file_wrapper", ctx.file_wrapper.bind(py))?;
-            base.set_item("wsgi.input_terminated", true)?;
+            base.set_item(pyo3::intern!(py, "SERVER_PORT"), port.bind(py))?;
+            base.set_item(pyo3::intern!(py, "SERVER_NAME"), ctx.server_name.bind(py))?;
+            base.set_item(pyo3::intern!(py, "SERVER_SOFTWARE"), ctx.server_software.bind(py))?;
+            base.set_item(pyo3::intern!(py, "SCRIPT_NAME"), ctx.script_name.bind(py))?;
+            base.set_item(pyo3::intern!(py, "wsgi.url_scheme"), ctx.url_scheme.bind(py))?;
+            base.set_item(pyo3::intern!(py, "wsgi.version"), ctx.wsgi_version.bind(py))?;
+            base.set_item(pyo3::intern!(py, "wsgi.multithread"), true)?;
+            base.set_item(pyo3::intern!(py, "wsgi.multiprocess"), false)?;
+            base.set_item(pyo3::intern!(py, "wsgi.run_once"), false)?;
+            base.set_item(pyo3::intern!(py, "wsgi.file_wrapper"), ctx.file_wrapper.bind(py))?;
+            base.set_item(pyo3::intern!(py, "wsgi.input_terminated"), true)?;
             Ok(base.unbind())
         })
         .collect()
@@ -78,7 +79,7 @@ pub fn build<'py>(
     ctx: &Arc<Ctx>,
     conn: &Arc<Conn>,
     head: &RequestHead,
-    body: Body,
+    input: &Bound<'py, InputStream>,
     overrides: &[(&'static str, String)],
 ) -> PyResult<Bound<'py, PyDict>> {
     // A copy of the keys that do not change: the listener's, and from a connection's second
@@ -117,8 +118,15 @@ pub fn build<'py>(
             Version::Http11 => ctx.proto_11.bind(py),
         }
     );
-    set!("PATH_INFO", latin1(py, path_info(&head.path, &ctx.url_prefix)));
-    set!("REQUEST_URI", latin1(py, &head.request_uri));
+    let path = path_info(&head.path, &ctx.url_prefix);
+    let path_str = latin1(py, path);
+    // The same str for both when they are equal (`/`, most paths without a query).
+    let uri_str = match head.request_uri == path {
+        true => path_str.clone(),
+        false => latin1(py, &head.request_uri),
+    };
+    set!("PATH_INFO", path_str);
+    set!("REQUEST_URI", uri_str);
     set!("QUERY_STRING", latin1(py, &head.query));
     // sys.stderr from the module's dict (a plain lookup; the attribute path if it is missing).
     let sys = ctx.sys.bind(py);
@@ -127,7 +135,7 @@ pub fn build<'py>(
         None => sys.getattr(pyo3::intern!(py, "stderr"))?,
     };
     set!("wsgi.errors", stderr);
-    set!("wsgi.input", Bound::new(py, InputStream::new(body))?);
+    set!("wsgi.input", input);
     for h in &head.headers {
         // The reader merged repeated headers, and no HTTP_* key clashes with the keys above.
         env.set_item(header_key(py, &h.key), latin1(py, &h.value))?;

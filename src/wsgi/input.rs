@@ -17,15 +17,22 @@ pub struct InputStream {
 
 impl Drop for InputStream {
     fn drop(&mut self) {
-        if let Body::Memory(buf) = std::mem::replace(&mut self.body, Body::Empty) {
-            body::recycle(buf);
-        }
+        self.refill(Body::Empty);
     }
 }
 
 impl InputStream {
     pub fn new(body: Body) -> Self {
         InputStream { body, pos: 0 }
+    }
+
+    /// Lets go of the body (a memory buffer goes back for reuse, a file is closed) and reads
+    /// `body` from its start instead.
+    pub fn refill(&mut self, body: Body) {
+        if let Body::Memory(buf) = std::mem::replace(&mut self.body, body) {
+            body::recycle(buf);
+        }
+        self.pos = 0;
     }
 
     fn len(&self) -> u64 {

@@ -15,6 +15,7 @@ use crate::channel::Conn;
 use crate::http::body::Body;
 use crate::http::{Request, RequestHead};
 use crate::reactor::LOG_ERROR;
+use input::InputStream;
 use response::{Response, StartResponse};
 
 pyo3::create_exception!(
@@ -170,11 +171,21 @@ fn serve(py: Python<'_>, ctx: &Arc<Ctx>, conn: &Arc<Conn>, head: &mut RequestHea
             }
         }
     };
-    let environ = match environ::build(py, ctx, conn, head, body, &overrides) {
+    let input = match SPARE_INPUT.take() {
+        Some(input) => {
+            input.borrow_mut(py).refill(body);
+            input
+        }
+        None => match Py::new(py, InputStream::new(body)) {
+            Ok(input) => input,
+            Err(e) => return fail(py, ctx, resp, head, e),
+        },
+    };
+    let environ = match environ::build(py, ctx, conn, head, input.bind(py), &overrides) {
         Ok(e) => e,
         Err(e) => return fail(py, ctx, resp, head, e),
     };
-    let (sr, write) = match SPARE.take() {
+    let (sr, write) = match SPARE_START.take() {
         Some(spare) => spare,
         None => match new_start_response(py) {
             Ok(made) => made,
@@ -190,20 +201,32 @@ fn serve(py: Python<'_>, ctx: &Arc<Ctx>, conn: &Arc<Conn>, head: &mut RequestHea
     // Kept for the next request only if nothing else holds either object (the app did not keep
     // `start_response` or `write`): the write method's reference to `sr` and ours.
     if sr.get_refcnt(py) == 2 && write.get_refcnt(py) == 1 {
-        SPARE.set(Some((sr, write)));
+        SPARE_START.set(Some((sr, write)));
     }
-    match result {
+    let outcome = match result {
         Ok(()) => match resp.finish(py) {
             Ok(()) => resp.outcome(),
             Err(e) => fail(py, ctx, resp, head, e),
         },
         Err(e) => fail(py, ctx, resp, head, e),
+    };
+    // Likewise wsgi.input, once the environ is gone, if the app kept neither: its body is let go
+    // now, and the object serves the next request.
+    drop(environ);
+    if input.get_refcnt(py) == 1 {
+        let emptied = input.try_borrow_mut(py).map(|mut i| i.refill(Body::Empty)).is_ok();
+        if emptied {
+            SPARE_INPUT.set(Some(input));
+        }
     }
+    outcome
 }
 
 thread_local! {
     /// This worker's `start_response` and its bound `write`, idle between requests.
-    static SPARE: std::cell::Cell<Option<(Py<StartResponse>, Py<PyAny>)>> = const { std::cell::Cell::new(None) };
+    static SPARE_START: std::cell::Cell<Option<(Py<StartResponse>, Py<PyAny>)>> = const { std::cell::Cell::new(None) };
+    /// This worker's `wsgi.input`, empty between requests.
+    static SPARE_INPUT: std::cell::Cell<Option<Py<InputStream>>> = const { std::cell::Cell::new(None) };
 }
 
 fn new_start_response(py: Python<'_>) -> PyResult<(Py<StartResponse>, Py<PyAny>)> {

@@ -1,8 +1,9 @@
-"""``start_response`` and its ``write`` belong to one request, over a real socket.
+"""``start_response``, its ``write`` and ``wsgi.input`` belong to one request, over a real socket.
 
 maitre hands each worker's next request the same ``start_response`` object (and its bound
-``write``) when nothing else holds them. An app that keeps them from one request must not be able
-to touch a later response with them, and a later request must get a fresh, working pair.
+``write``) and the same ``wsgi.input`` object when nothing else holds them. An app that keeps
+them from one request must not be able to touch a later request with them, and every request must
+get objects that work as new: its own body from its first byte.
 """
 
 from __future__ import annotations
@@ -65,3 +66,40 @@ def test_kept_start_response_cannot_touch_later_responses(serve):
         # The connection is still in step: nothing stray was written after that response.
         resp = c.request(get("/plain"))
         assert resp.status == 200 and resp.body == b"plain"
+
+
+KEPT_INPUT = []
+
+
+def input_app(environ, start_response):
+    inp = environ["wsgi.input"]
+    path = environ["PATH_INFO"]
+    if path == "/keep":  # keep the stream, read nothing
+        KEPT_INPUT[:] = [inp]
+        body = b""
+    elif path == "/one-byte":  # leave most of the body unread
+        body = inp.read(1)
+    elif path == "/kept":  # the kept stream, after later requests
+        body = KEPT_INPUT[0].read()
+    else:
+        body = inp.read()
+    start_response("200 OK", [("Content-Length", str(len(body)))])
+    return [body]
+
+
+def post(path, body):
+    return f"POST {path} HTTP/1.1\r\nHost: t\r\nContent-Length: {len(body)}\r\n\r\n".encode() + body
+
+
+def test_every_request_reads_its_own_body_from_the_start(serve):
+    srv = serve(input_app, threads=1)
+    with Conn(srv.addr) as c:
+        assert c.request(post("/one-byte", b"abcdef")).body == b"a"
+        assert c.request(post("/all", b"xyz")).body == b"xyz"
+        assert c.request(get("/all")).body == b""
+        assert c.request(post("/all", b"12345" * 1000)).body == b"12345" * 1000
+        assert c.request(post("/keep", b"first")).body == b""
+        assert c.request(post("/all", b"second")).body == b"second"
+        assert c.request(get("/all")).body == b""
+        if not IS_WAITRESS:  # Waitress closes a request's body buffer when the request ends
+            assert c.request(get("/kept")).body == b"first"
