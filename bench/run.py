@@ -8,7 +8,8 @@
    pyruvate, meinheld, cheroot, and matplotlib for the chart). A peer that does not install is
    recorded as "did not install" with the reason, and the run goes on without it;
 2. for each repeat, scenario and server: starts the server pinned to CPU 0 (taskset -c 0) on
-   127.0.0.1, checks one response, runs wrk pinned to CPU 1 (warm-up, then the measured period)
+   127.0.0.1 (first, for hello_close, waiting for wrk's TIME_WAIT sockets from earlier servers
+   to drain), checks one response, runs wrk pinned to CPU 1 (warm-up, then the measured period)
    while sampling the RSS and CPU of the server's whole process tree from /proc, checks one
    response again, and stops the server;
 3. writes every run as a JSON line to bench/results/<timestamp>.jsonl, prints a table, and
@@ -437,6 +438,42 @@ def snapshot_maitre(dest):
 
 
 # -- one run -------------------------------------------------------------------------------------
+# A connection closed by the client first leaves a TIME_WAIT socket on the client's side (60 s on
+# Linux), which makes the client's later connect() calls search longer for a free port. Servers
+# that let wrk close first (Waitress does) would so slow down the next server's hello_close. Before
+# a connection-per-request scenario the driver waits (at most TIME_WAIT_MAX_S) until fewer than
+# TIME_WAIT_MAX client-side TIME_WAIT sockets towards the earlier servers are left.
+TIME_WAIT_MAX = 1000
+TIME_WAIT_MAX_S = 65.0
+
+
+def client_time_wait(ports):
+    """TIME_WAIT sockets whose remote port is one of `ports` (the client side of connections to
+    the benchmarked servers), from /proc/net/tcp and tcp6."""
+    n = 0
+    for path in ("/proc/net/tcp", "/proc/net/tcp6"):
+        text = read_text(path) or ""
+        for line in text.splitlines()[1:]:
+            parts = line.split(None, 4)
+            if len(parts) > 3 and parts[3] == "06":
+                try:
+                    remote_port = int(parts[2].rsplit(":", 1)[1], 16)
+                except (IndexError, ValueError):
+                    continue
+                n += remote_port in ports
+    return n
+
+
+def wait_time_wait(ports):
+    """Waits for the client-side TIME_WAIT sockets to drain; returns (count at start, seconds)."""
+    t0 = time.monotonic()
+    first = n = client_time_wait(ports)
+    while n >= TIME_WAIT_MAX and time.monotonic() - t0 < TIME_WAIT_MAX_S:
+        time.sleep(1.0)
+        n = client_time_wait(ports)
+    return first, round(time.monotonic() - t0, 1)
+
+
 def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -625,7 +662,13 @@ def _ms(us):
 
 def bench_one(ctx, server, sname, rep, args):
     scen = SCENARIOS[sname]
+    tw_wait = None
+    if scen["close"] and ctx["ports"]:
+        tw_wait = wait_time_wait(ctx["ports"])
+        if tw_wait[1] >= 1:
+            log(f"  waited {tw_wait[1]:.0f} s for {tw_wait[0]} client-side TIME_WAIT sockets")
     port = free_port()
+    ctx["ports"].add(port)
     prefix = nginx_prefix(port, ctx["file"]) if server == "nginx" else None
     path = scen["nginx"] if server == "nginx" else "/"
     argv = pin(0, ctx["pin"]) + server_argv(ctx, server, sname, port, prefix)
@@ -641,6 +684,8 @@ def bench_one(ctx, server, sname, rep, args):
         "warmup_s": args.warmup, "connections": scen["conns"], "pipeline_depth": scen["depth"],
         "server_threads": SERVERS[server]["threads"], "smoke": args.smoke, "pinned": ctx["pin"],
     }
+    if tw_wait is not None:
+        result["client_time_wait_before"], result["time_wait_waited_s"] = tw_wait
     sampler = None
     with open(log_path, "wb") as logf:
         logf.write(("$ " + shlex.join(argv) + "\n").encode())
@@ -857,6 +902,13 @@ def write_report(meta, results, doc_path=DOC, chart_path=CHART):
              f"server. The whole matrix runs {meta['repeat']} times (repeat outermost); the "
              "tables show the median req/s and the median p50/p99 over the repeats, the errors "
              "summed over the repeats, and the highest peak RSS.")
+    waits = [r for r in results if r.get("time_wait_waited_s")]
+    L.append("- Before each `hello_close` cell the driver waits (at most "
+             f"{TIME_WAIT_MAX_S:.0f} s) until fewer than {TIME_WAIT_MAX} client-side TIME_WAIT "
+             "sockets towards the earlier servers are left: a server that lets the client close "
+             "first leaves them on wrk's side, where they slow down the next server's connects "
+             f"(this run: {len(waits)} waits, "
+             f"{sum(r['time_wait_waited_s'] for r in waits):.0f} s in all).")
     L.append("- Errors are wrk's socket errors (connect, read, write, timeout) plus responses "
              "with a status ≥ 400 (what wrk reports as \"Non-2xx or 3xx responses\"). RSS is the "
              "sum over the server's process tree (gunicorn's and Granian's master and worker, "
@@ -1109,6 +1161,7 @@ def main(argv=None):
     tmp = tempfile.mkdtemp(prefix="maitre-bench-")
     os.chmod(tmp, 0o755)  # nginx's worker (user nobody) reads the file in it
     ctx = {"wrk": wrk, "nginx": nginx, "pin": can_pin() and not args.no_pin, "stamp": stamp,
+           "ports": set(),
            "python": {}, "file": apps.ensure_file(os.path.join(tmp, "file-1mib.bin"))}
     maitre_info = None
     available = []
