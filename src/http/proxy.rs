@@ -187,6 +187,11 @@ impl ProxyConfig {
             Some(p) => p == "*" || p == remote_addr,
             None => false,
         };
+        // Most requests carry none of the proxy headers: nothing to apply or clear then.
+        let proxy_header = |h: &Header| h.key.starts_with("HTTP_X_FORWARDED_") || h.key == "HTTP_FORWARDED";
+        if !headers.iter().any(proxy_header) {
+            return Ok(applied);
+        }
         if trusted_peer {
             match self.parse(headers, url_scheme, &mut applied) {
                 Ok(u) => untrusted = u,
