@@ -125,8 +125,12 @@ pub fn error_response(version: Version, code: u16, detail: &str, ident: Option<&
 }
 
 /// Appends the decimal form of `n`.
-pub(crate) fn push_decimal(out: &mut Vec<u8>, mut n: u64) {
-    let mut buf = [0u8; 20];
+pub(crate) fn push_decimal(out: &mut Vec<u8>, n: u64) {
+    out.extend_from_slice(decimal(&mut [0; 20], n).as_bytes());
+}
+
+/// `n` in decimal, written into `buf`.
+pub(crate) fn decimal(buf: &mut [u8; 20], mut n: u64) -> &str {
     let mut i = buf.len();
     loop {
         i -= 1;
@@ -136,7 +140,8 @@ pub(crate) fn push_decimal(out: &mut Vec<u8>, mut n: u64) {
             break;
         }
     }
-    out.extend_from_slice(&buf[i..]);
+    // SAFETY: only ASCII digits were written to buf[i..].
+    unsafe { std::str::from_utf8_unchecked(&buf[i..]) }
 }
 
 #[cfg(test)]
@@ -196,11 +201,12 @@ mod tests {
     }
 
     #[test]
-    fn decimal() {
-        for n in [0u64, 7, 10, 431, u64::MAX] {
+    fn decimal_forms() {
+        for n in [0u64, 7, 10, 431, 1_048_576, u64::MAX] {
             let mut v = Vec::new();
             push_decimal(&mut v, n);
             assert_eq!(v, n.to_string().as_bytes());
+            assert_eq!(decimal(&mut [0; 20], n), n.to_string());
         }
     }
 }

@@ -5,6 +5,7 @@ use std::borrow::Cow;
 
 use smallvec::SmallVec;
 
+use super::error::decimal;
 use super::Version;
 
 /// What a response head is made from.
@@ -240,21 +241,6 @@ fn push_latin1(out: &mut Vec<u8>, s: &str) -> Result<(), NotLatin1> {
     Ok(())
 }
 
-/// `n` in decimal, written into `buf`.
-fn decimal(buf: &mut [u8; 20], mut n: u64) -> &str {
-    let mut i = buf.len();
-    loop {
-        i -= 1;
-        buf[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    // SAFETY: only ASCII digits were written to buf[i..].
-    unsafe { std::str::from_utf8_unchecked(&buf[i..]) }
-}
-
 /// Writes the chunk-size line for `n` (upper-case hex + CRLF) into `buf`; returns its length.
 pub fn chunk_size_line(buf: &mut [u8; 20], n: usize) -> usize {
     const HEX: &[u8; 16] = b"0123456789ABCDEF";
@@ -315,13 +301,6 @@ mod tests {
             "Www-Authenticate",
         ] {
             assert!(matches!(capitalize_name(name), Cow::Borrowed(n) if n == name), "{name}");
-        }
-    }
-
-    #[test]
-    fn decimal_digits() {
-        for n in [0, 7, 10, 13, 1_048_576, u64::MAX] {
-            assert_eq!(super::decimal(&mut [0; 20], n), n.to_string());
         }
     }
 
