@@ -8,7 +8,7 @@ get objects that work as new: its own body from its first byte.
 
 from __future__ import annotations
 
-from support.http import Conn
+from support.http import Conn, request_bytes
 from support.server import IS_WAITRESS
 
 KEPT = []
@@ -45,26 +45,22 @@ def attempt(call):
     return "ok"
 
 
-def get(path):
-    return f"GET {path} HTTP/1.1\r\nHost: t\r\n\r\n".encode()
-
-
 def test_kept_start_response_cannot_touch_later_responses(serve):
     srv = serve(keeping_app, threads=1)
     with Conn(srv.addr) as c:
-        assert c.request(get("/keep")).body == b"kept"
+        assert c.request(request_bytes("/keep")).body == b"kept"
         # Later requests on the same (only) worker do not get the kept pair back.
-        resp = c.request(get("/plain"))
+        resp = c.request(request_bytes("/plain"))
         assert resp.status == 200 and resp.body == b"plain"
         assert resp.header("x-same") == "False"
-        resp = c.request(get("/use-kept"))
+        resp = c.request(request_bytes("/use-kept"))
         assert resp.status == 200 and resp.body == b"ok", "the kept write() reached this response"
         if not IS_WAITRESS:
             # Waitress's old write() quietly writes nothing (its Content-Length is used up);
             # maitre's kept objects refuse: that response is finished.
             assert resp.header("x-outcomes") == "RuntimeError,RuntimeError"
         # The connection is still in step: nothing stray was written after that response.
-        resp = c.request(get("/plain"))
+        resp = c.request(request_bytes("/plain"))
         assert resp.status == 200 and resp.body == b"plain"
 
 
@@ -87,19 +83,15 @@ def input_app(environ, start_response):
     return [body]
 
 
-def post(path, body):
-    return f"POST {path} HTTP/1.1\r\nHost: t\r\nContent-Length: {len(body)}\r\n\r\n".encode() + body
-
-
 def test_every_request_reads_its_own_body_from_the_start(serve):
     srv = serve(input_app, threads=1)
     with Conn(srv.addr) as c:
-        assert c.request(post("/one-byte", b"abcdef")).body == b"a"
-        assert c.request(post("/all", b"xyz")).body == b"xyz"
-        assert c.request(get("/all")).body == b""
-        assert c.request(post("/all", b"12345" * 1000)).body == b"12345" * 1000
-        assert c.request(post("/keep", b"first")).body == b""
-        assert c.request(post("/all", b"second")).body == b"second"
-        assert c.request(get("/all")).body == b""
+        assert c.request(request_bytes("/one-byte", b"abcdef")).body == b"a"
+        assert c.request(request_bytes("/all", b"xyz")).body == b"xyz"
+        assert c.request(request_bytes("/all")).body == b""
+        assert c.request(request_bytes("/all", b"12345" * 1000)).body == b"12345" * 1000
+        assert c.request(request_bytes("/keep", b"first")).body == b""
+        assert c.request(request_bytes("/all", b"second")).body == b"second"
+        assert c.request(request_bytes("/all")).body == b""
         if not IS_WAITRESS:  # Waitress closes a request's body buffer when the request ends
-            assert c.request(get("/kept")).body == b"first"
+            assert c.request(request_bytes("/kept")).body == b"first"

@@ -15,7 +15,7 @@ import sys
 import time
 
 import pytest
-from support.http import Conn
+from support.http import Conn, request_bytes
 from support.server import IS_WAITRESS
 
 MiB = 1024 * 1024
@@ -60,10 +60,6 @@ def body_app(environ, start_response):
     raise ValueError(how)
 
 
-def get(path):
-    return f"GET {path} HTTP/1.1\r\nHost: t\r\n\r\n".encode()
-
-
 @pytest.mark.parametrize("how", ["generator", "length", "one-block", "write", "file-like"])
 def test_a_body_that_waits_for_the_reader_arrives_whole(serve, how):
     srv = serve(body_app)
@@ -71,7 +67,7 @@ def test_a_body_that_waits_for_the_reader_arrives_whole(serve, how):
     # one's queued tail. A chunked response closes the connection (as Waitress does).
     times = 1 if how in ("generator", "write") else 2
     with Conn(srv.addr) as c:
-        c.send(get(f"/{how}") * times)
+        c.send(request_bytes(f"/{how}") * times)
         time.sleep(0.5)
         for _ in range(times):
             resp = c.read_response()
@@ -95,14 +91,14 @@ def refcount_app(environ, start_response):
 
 def count(srv):
     with Conn(srv.addr) as c:
-        return int(c.request(get("/count")).body)
+        return int(c.request(request_bytes("/count")).body)
 
 
 def test_pieces_kept_by_reference_are_let_go_once_sent(serve):
     srv = serve(refcount_app)
     baseline = count(srv)
     with Conn(srv.addr) as c:
-        c.send(get("/stream"))
+        c.send(request_bytes("/stream"))
         time.sleep(0.5)  # the app has finished; most of its 4 MiB waits in the server
         waiting = count(srv)
         if not IS_WAITRESS:  # Waitress copies every piece

@@ -188,8 +188,7 @@ impl ProxyConfig {
             None => false,
         };
         // Most requests carry none of the proxy headers: nothing to apply or clear then.
-        let proxy_header = |h: &Header| h.key.starts_with("HTTP_X_FORWARDED_") || h.key == "HTTP_FORWARDED";
-        if !headers.iter().any(proxy_header) {
+        if !headers.iter().any(|h| PROXY_KEYS.contains(&&*h.key)) {
             return Ok(applied);
         }
         if trusted_peer {

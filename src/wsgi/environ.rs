@@ -86,18 +86,19 @@ pub fn build<'py>(
     // request on, the connection's own base (the listener's plus the client's address), one copy
     // instead of a dozen insertions. The first request fills the client keys in itself, so a
     // connection that serves one request pays for no second dict.
-    let listener_base = ctx.environ_base[conn.listener].bind(py);
     let (objects, first) = conn_objects(py, conn)?;
+    let with_conn_keys = || -> PyResult<Bound<'py, PyDict>> {
+        let dict = copy_dict(ctx.environ_base[conn.listener].bind(py))?;
+        objects.fill(py, &dict)?;
+        Ok(dict)
+    };
     let env = if first {
-        let env = copy_dict(listener_base)?;
-        objects.fill(py, &env)?;
-        env
+        with_conn_keys()?
     } else {
         let base = match objects.base.get() {
             Some(base) => base.bind(py).clone(),
             None => {
-                let base = copy_dict(listener_base)?;
-                objects.fill(py, &base)?;
+                let base = with_conn_keys()?;
                 // Only the worker serving the connection gets here, so no other value was set.
                 let _ = objects.base.set(base.clone().unbind());
                 base

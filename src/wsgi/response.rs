@@ -452,36 +452,35 @@ impl Response {
 /// `start_response` returns (made once, not looked up per call).
 #[pyclass(module = "maitre._core")]
 pub struct StartResponse {
-    inner: Option<Response>,
-    write: Option<Py<PyAny>>,
+    /// The response being served and this object's bound `write`.
+    inner: Option<(Response, Py<PyAny>)>,
 }
 
 impl StartResponse {
     /// One holding no response yet (see [`StartResponse::begin`]).
     pub fn idle() -> Self {
-        StartResponse {
-            inner: None,
-            write: None,
-        }
+        StartResponse { inner: None }
     }
 
     /// Starts serving `resp`; `write` is this object's bound `write` method.
     pub fn begin(&mut self, resp: Response, write: Py<PyAny>) {
-        self.inner = Some(resp);
-        self.write = Some(write);
+        self.inner = Some((resp, write));
     }
 
     /// Takes the response back after the app is done (and lets go of the bound `write`, which
     /// refers back to this object).
     pub fn take(&mut self) -> Response {
-        self.write = None;
-        self.inner.take().expect("response taken once")
+        self.inner.take().expect("response taken once").0
     }
 
-    fn get(&mut self) -> PyResult<&mut Response> {
+    fn serving(&mut self) -> PyResult<&mut (Response, Py<PyAny>)> {
         self.inner
             .as_mut()
             .ok_or_else(|| PyRuntimeError::new_err("the response is already finished"))
+    }
+
+    fn get(&mut self) -> PyResult<&mut Response> {
+        self.serving().map(|(resp, _)| resp)
     }
 }
 
@@ -495,7 +494,7 @@ impl StartResponse {
         exc_info: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<PyObject> {
         let py = slf.py();
-        let resp = slf.get()?;
+        let (resp, write) = slf.serving()?;
         let exc_info = exc_info.filter(|e| !e.is_none());
         match exc_info {
             None if resp.started => {
@@ -514,11 +513,7 @@ impl StartResponse {
             None => {}
         }
         resp.start(py, status, headers)?;
-        if let Some(write) = &slf.write {
-            return Ok(write.clone_ref(py));
-        }
-        let this: Bound<'_, StartResponse> = slf.into_pyobject(py)?;
-        Ok(this.getattr(pyo3::intern!(py, "write"))?.unbind())
+        Ok(write.clone_ref(py))
     }
 
     fn write(&mut self, py: Python<'_>, data: &Bound<'_, PyAny>) -> PyResult<()> {

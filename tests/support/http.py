@@ -221,6 +221,14 @@ def exchange(addr, data, method=None, timeout=TIMEOUT, close_wait=1.0):
         return resp, closed
 
 
+def request_bytes(path, body=None):
+    """An HTTP/1.1 request for ``path``: a GET, or a POST of ``body`` with its Content-Length."""
+    if body is None:
+        return f"GET {path} HTTP/1.1\r\nHost: t\r\n\r\n".encode()
+    head = f"POST {path} HTTP/1.1\r\nHost: t\r\nContent-Length: {len(body)}\r\n\r\n"
+    return head.encode() + body
+
+
 def get(addr, path="/", headers=(), version="1.1", timeout=TIMEOUT):
     lines = [f"GET {path} HTTP/{version}", "Host: localhost"]
     lines += ["{}: {}".format(*kv) for kv in headers]
