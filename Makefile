@@ -2,10 +2,14 @@
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: setup system-deps run test lint test-rust test-fuzz test-python bench clean
+.PHONY: setup setup-test system-deps run test lint test-rust test-fuzz test-python bench clean
 
 setup:
 	bash scripts/setup.sh
+
+# The same, with the engine's fault-injection hooks (the `test-hooks` cargo feature) built in.
+setup-test:
+	MAITRE_FEATURES=test-hooks bash scripts/setup.sh
 
 # Serve the demo app on http://127.0.0.1:8080
 run: setup
@@ -15,6 +19,7 @@ lint:
 	cargo fmt --all -- --check
 	cargo clippy --all-targets -- -D warnings
 	cargo clippy --all-targets --features python -- -D warnings
+	cargo clippy --all-targets --features python,test-hooks -- -D warnings
 	$(VENV)/bin/ruff check python tests bench scripts
 
 test-rust:
@@ -30,7 +35,9 @@ test-python:
 system-deps:
 	bash scripts/system-deps.sh
 
-test: setup system-deps lint test-rust test-fuzz test-python
+# Tests that inject faults fail, rather than skip, when the hooks are missing.
+test: export MAITRE_REQUIRE_TEST_HOOKS = 1
+test: setup-test system-deps lint test-rust test-fuzz test-python
 
 # The full benchmark (about 25 minutes): installs wrk, nginx and the peers (bench/.venv), then
 # rewrites docs/benchmarks.md and docs/bench.png. Options: make bench BENCH_ARGS="--repeat 3".

@@ -12,5 +12,8 @@ fi
 python -m pip install --quiet --upgrade pip
 python -m pip install --quiet -r requirements-dev.txt
 # Build the extension in release mode and install the package (editable) into the venv.
-maturin develop --release --quiet 2>&1 | grep -v "^📦\|^🔗\|^🐍\|^🍹" || true
+# MAITRE_FEATURES adds cargo features: `make test` builds with `test-hooks` (fault injection
+# for the tests); `make run` and `make bench` build without.
+FEATURES="python,pyo3/extension-module${MAITRE_FEATURES:+,$MAITRE_FEATURES}"
+maturin develop --release --quiet --features "$FEATURES" 2>&1 | grep -v "^📦\|^🔗\|^🐍\|^🍹" || true
 python -c "import maitre._core" 

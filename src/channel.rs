@@ -129,6 +129,71 @@ pub struct ConnState {
     pub spent: Vec<Box<Request>>,
     /// TCP_NOTSENT_LOWAT is in force on the socket (see `Conn::set_paced`).
     pub paced: bool,
+    /// The request a worker is serving now (for the shutdown log); set while `busy`.
+    pub serving: RequestLabel,
+    /// The server gave up on the request in progress (the shutdown bound expired) and closed the
+    /// connection: the worker's failing writes are not a client disconnect.
+    pub abandoned: bool,
+}
+
+/// `METHOD target` of a request, kept without allocating (the target cut at a fixed length), to
+/// name it in log lines written while the request's own head is out of reach (with a worker).
+#[derive(Clone, Copy)]
+pub struct RequestLabel {
+    len: u8,
+    buf: [u8; RequestLabel::CAP],
+}
+
+impl RequestLabel {
+    const CAP: usize = 128;
+
+    pub const EMPTY: RequestLabel = RequestLabel {
+        len: 0,
+        buf: [0; RequestLabel::CAP],
+    };
+
+    /// `method request_target`, cut at [`RequestLabel::CAP`] bytes (`...` marks a cut).
+    pub fn new(method: &str, target: &[u8]) -> RequestLabel {
+        let mut label = RequestLabel::EMPTY;
+        label.set(method, target);
+        label
+    }
+
+    /// Makes this the label of `method target`, in place (only the label's bytes are written).
+    pub fn set(&mut self, method: &str, target: &[u8]) {
+        let mut n = 0;
+        for part in [method.as_bytes(), b" ", target] {
+            let take = part.len().min(Self::CAP - n);
+            self.buf[n..n + take].copy_from_slice(&part[..take]);
+            n += take;
+        }
+        if n == Self::CAP && method.len() + 1 + target.len() > Self::CAP {
+            self.buf[Self::CAP - 3..].copy_from_slice(b"...");
+        }
+        self.len = n as u8;
+    }
+
+    pub fn clear(&mut self) {
+        self.len = 0;
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
+impl std::fmt::Display for RequestLabel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Request targets are ASCII (the parser refuses anything else in a request line); a
+        // lossy conversion keeps this total all the same.
+        f.write_str(&String::from_utf8_lossy(&self.buf[..self.len as usize]))
+    }
+}
+
+impl std::fmt::Debug for RequestLabel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "RequestLabel({self})")
+    }
 }
 
 /// A connection, shared between the event loop and a worker.
@@ -179,6 +244,8 @@ impl Conn {
                 read_paused: false,
                 spent: Vec::new(),
                 paced: true,
+                serving: RequestLabel::EMPTY,
+                abandoned: false,
             }),
             drained: Condvar::new(),
             created: Instant::now(),
@@ -362,6 +429,19 @@ mod tests {
             1 << 20,
         );
         (conn, client)
+    }
+
+    #[test]
+    fn a_request_label_is_cut_at_its_capacity() {
+        assert_eq!(RequestLabel::new("GET", b"/slow?x=1").to_string(), "GET /slow?x=1");
+        assert!(RequestLabel::EMPTY.is_empty());
+        let long = vec![b'a'; 500];
+        let label = RequestLabel::new("POST", &long).to_string();
+        assert_eq!(label.len(), RequestLabel::CAP);
+        assert!(label.starts_with("POST aaa") && label.ends_with("a..."), "{label}");
+        // Exactly the capacity: nothing is cut, no ellipsis.
+        let exact = vec![b'b'; RequestLabel::CAP - 4];
+        assert!(!RequestLabel::new("GET", &exact).to_string().ends_with("..."));
     }
 
     #[test]

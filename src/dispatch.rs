@@ -23,7 +23,7 @@ use pyo3::prelude::*;
 
 use crate::channel::{Conn, ConnState, Disconnected, Item};
 use crate::http::date;
-use crate::reactor::{Notifier, Reactor, TICK};
+use crate::reactor::{Log, Notifier, Reactor, LOG_ERROR, TICK};
 use crate::wsgi::{self, Ctx, Outcome};
 
 /// Resume a paused connection once its queue is this short.
@@ -63,9 +63,28 @@ pub struct Pool {
     notifier: Arc<Notifier>,
     /// An exception raised by a signal handler while the server ran (KeyboardInterrupt).
     pub pending_error: Mutex<Option<PyErr>>,
-    /// The error that ended the loop, if one did.
-    loop_error: Mutex<Option<io::Error>>,
+    /// The error that ended the loop, if one did (an I/O error, or a panic in the engine).
+    loop_error: Mutex<Option<PyErr>>,
     handles: Mutex<Vec<JoinHandle<()>>>,
+}
+
+/// What the watch does after a turn.
+enum Watch {
+    /// Keep watching.
+    On,
+    /// A signal arrived: run Python's handlers now.
+    Signal,
+    /// The loop is over.
+    Over,
+}
+
+/// The message of a caught panic.
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".into())
 }
 
 /// What an idle worker does next.
@@ -122,15 +141,16 @@ impl Pool {
         let _batch = crate::sched::BatchGuard::enter();
         let mut seen = self.progress.load(Ordering::SeqCst);
         loop {
-            // Watch without the GIL; take it only to run signal handlers, every TICK.
+            // Watch without the GIL; take it only to run signal handlers: every TICK, or at once
+            // when the loop saw a signal arrive.
             let over = py.allow_threads(|| {
                 let since = Instant::now();
                 loop {
-                    if self.keep_watch(&mut seen) {
-                        return true;
-                    }
-                    if since.elapsed() >= TICK {
-                        return false;
+                    match self.keep_watch(&mut seen) {
+                        Watch::Over => return true,
+                        Watch::Signal => return false,
+                        Watch::On if since.elapsed() >= TICK => return false,
+                        Watch::On => {}
                     }
                 }
             });
@@ -148,11 +168,14 @@ impl Pool {
         }
     }
 
-    /// One turn of the watch (without the GIL); returns true once the loop is over.
-    fn keep_watch(&self, seen: &mut u64) -> bool {
+    /// One turn of the watch (without the GIL).
+    fn keep_watch(&self, seen: &mut u64) -> Watch {
         let mut st = self.lock();
         if st.finished {
-            return true;
+            return Watch::Over;
+        }
+        if self.notifier.take_signal() {
+            return Watch::Signal;
         }
         // Nothing running and nothing finished since the last look: the server is idle; look
         // again in a while (a worker starting on work cuts the wait short).
@@ -167,7 +190,10 @@ impl Pool {
             .0;
         st.watch_idle = false;
         if st.finished {
-            return true;
+            return Watch::Over;
+        }
+        if self.notifier.take_signal() {
+            return Watch::Signal;
         }
         let now = self.progress.load(Ordering::SeqCst);
         let stalled = now == *seen;
@@ -189,11 +215,18 @@ impl Pool {
                 }
             }
         }
-        st.finished
+        if st.finished {
+            Watch::Over
+        } else {
+            Watch::On
+        }
     }
 
     /// Runs one round of the loop taken out of `st`, without the pool's lock, and puts it back
-    /// with the work it found; ends the pool if the loop is over.
+    /// with the work it found; ends the pool if the loop is over. A panic in the round ends the
+    /// pool too (logged at ERROR; `run()` then raises): the loop's state cannot be trusted after
+    /// it, and a supervisor restarts a process that exits with an error, where a server that
+    /// hangs stays down.
     fn run_round<'a>(
         &'a self,
         st: MutexGuard<'a, State>,
@@ -201,10 +234,36 @@ impl Pool {
         timeout: Duration,
     ) -> MutexGuard<'a, State> {
         drop(st);
-        let res = reactor.round(timeout);
+        let res = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let res = reactor.round(timeout);
+            (reactor, res)
+        }));
         let mut st = self.lock();
-        self.put_back(&mut st, reactor, res);
+        match res {
+            Ok((reactor, res)) => self.put_back(&mut st, reactor, res),
+            Err(panic) => {
+                drop(st);
+                self.fail(&format!("the event loop failed (panic: {})", panic_message(&*panic)));
+                st = self.lock();
+            }
+        }
         st
+    }
+
+    /// Ends the pool after a failure of the engine itself: logs `what` at ERROR and makes it the
+    /// error `run()` raises. Call without the pool's lock.
+    fn fail(&self, what: &str) {
+        Log::log(&*self.ctx, LOG_ERROR, what);
+        let mut err = self.loop_error.lock().unwrap_or_else(|p| p.into_inner());
+        err.get_or_insert_with(|| pyo3::exceptions::PyRuntimeError::new_err(format!("maitre: {what}")));
+        drop(err);
+        // Whatever the loop's round left behind is gone with it; nothing can be served.
+        self.notifier.abort();
+        let mut st = self.lock();
+        st.finished = true;
+        st.queue.clear();
+        self.idle.notify_all();
+        self.watch.notify_all();
     }
 
     fn put_back(&self, st: &mut State, mut reactor: Box<Reactor>, res: io::Result<bool>) {
@@ -213,7 +272,8 @@ impl Pool {
         let over = match res {
             Ok(more) => !more,
             Err(e) => {
-                *self.loop_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
+                let mut err = self.loop_error.lock().unwrap_or_else(|p| p.into_inner());
+                err.get_or_insert_with(|| pyo3::exceptions::PyOSError::new_err(e.to_string()));
                 true
             }
         };
@@ -221,6 +281,8 @@ impl Pool {
             st.finished = true;
             self.idle.notify_all();
             self.watch.notify_all();
+        } else if st.watch_idle && self.notifier.signal_pending() {
+            self.watch.notify_one();
         }
     }
 
@@ -230,26 +292,30 @@ impl Pool {
     }
 
     /// The error that ended the loop, if one did.
-    pub fn loop_error(&self) -> Option<io::Error> {
+    pub fn loop_error(&self) -> Option<PyErr> {
         self.loop_error.lock().unwrap_or_else(|p| p.into_inner()).take()
     }
 
-    /// Stops the workers: they finish the request they are running and exit. Waits up to
-    /// `timeout` for them; a worker stuck in the app is left behind, as Waitress leaves it.
-    pub fn stop(&self, timeout: Duration) {
+    /// Stops the workers: they finish the request they are running and exit. Waits for them
+    /// until `deadline`; a worker still in the app then is left behind, as a daemon thread
+    /// (Waitress leaves its threads likewise). Returns the threads left behind.
+    pub fn stop(&self, deadline: Instant) -> Vec<JoinHandle<()>> {
         self.lock().finished = true;
         self.idle.notify_all();
         self.watch.notify_all();
         let handles = std::mem::take(&mut *self.handles.lock().unwrap_or_else(|p| p.into_inner()));
-        let deadline = Instant::now() + timeout;
+        let mut left = Vec::new();
         for h in handles {
             while !h.is_finished() && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(5));
+                std::thread::sleep(Duration::from_millis(2));
             }
             if h.is_finished() {
                 let _ = h.join();
+            } else {
+                left.push(h);
             }
         }
+        left
     }
 
     /// Without the GIL: runs the event loop while it is free, until there is work this worker
@@ -298,6 +364,15 @@ impl Pool {
     }
 
     fn work(self: Arc<Self>) {
+        let pool = self.clone();
+        if let Err(panic) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.work_until_done())) {
+            // Panics while serving a request are caught per request (`wsgi::serve_request`):
+            // this one is in the pool itself, whose counts can no longer be trusted.
+            pool.fail(&format!("a worker failed (panic: {})", panic_message(&*panic)));
+        }
+    }
+
+    fn work_until_done(self: Arc<Self>) {
         let _batch = crate::sched::BatchGuard::enter();
         // One Python thread state for the worker's whole life; the GIL is released while the
         // worker runs the event loop or waits.
@@ -340,6 +415,7 @@ impl Pool {
                     }
                 }
                 Some(Item::Request(req)) => {
+                    st.serving.set(&req.head.method, &req.head.request_uri);
                     drop(st);
                     let (outcome, spent) = wsgi::serve_request(py, &self.ctx, conn, req);
                     self.progress.fetch_add(1, Ordering::Relaxed);
@@ -366,6 +442,7 @@ impl Pool {
     /// Gives the connection back to the event loop; with `close`, to be closed after its output.
     fn finish(&self, conn: &Arc<Conn>, mut st: MutexGuard<'_, ConnState>, close: bool) {
         st.busy = false;
+        st.serving.clear();
         if close {
             st.close_after_flush = true;
             st.queue.clear();

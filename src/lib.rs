@@ -27,6 +27,8 @@ mod module {
 
     #[pymodule]
     fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
+        // Built with the fault-injection hooks the test suite uses (the `test-hooks` feature).
+        m.add("TEST_HOOKS", cfg!(feature = "test-hooks"))?;
         m.add_class::<crate::server::Engine>()?;
         m.add_class::<crate::wsgi::file_wrapper::FileWrapper>()?;
         m.add_class::<crate::wsgi::input::InputStream>()?;

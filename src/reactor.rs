@@ -29,6 +29,8 @@ const MAX_IDLE_BUFFER: usize = 64 * 1024;
 /// writes, not later while the peer reads, and the kernel holds little per connection.
 pub const NOTSENT_LOWAT: libc::c_int = 32 * 1024;
 const WAKER: Token = Token(usize::MAX);
+/// The read end of Python's signal wakeup fd (see [`Reactor::watch_signals`]).
+const SIGNAL: Token = Token(usize::MAX - 1);
 const LISTENER_BASE: usize = usize::MAX / 2;
 
 /// A listening socket.
@@ -129,6 +131,8 @@ pub struct Notifier {
     abort: AtomicBool,
     /// The server is stopping: a connection whose request is done closes instead of idling.
     draining: AtomicBool,
+    /// A signal arrived (Python's wakeup fd was written): its handler should run soon.
+    signalled: AtomicBool,
 }
 
 impl Notifier {
@@ -166,6 +170,11 @@ impl Notifier {
         self.stop();
     }
 
+    /// True once the server was told to stop without waiting for the requests in progress.
+    pub fn aborted(&self) -> bool {
+        self.abort.load(Ordering::SeqCst)
+    }
+
     pub fn stopping(&self) -> bool {
         self.stop.load(Ordering::SeqCst)
     }
@@ -173,6 +182,16 @@ impl Notifier {
     /// True once a graceful stop has begun.
     pub fn draining(&self) -> bool {
         self.draining.load(Ordering::SeqCst)
+    }
+
+    /// True once after a signal arrived: Python's handlers should run now, not at the next tick.
+    pub fn take_signal(&self) -> bool {
+        self.signalled.swap(false, Ordering::SeqCst)
+    }
+
+    /// A signal arrived and [`Notifier::take_signal`] has not been called since.
+    pub fn signal_pending(&self) -> bool {
+        self.signalled.load(Ordering::SeqCst)
     }
 }
 
@@ -209,6 +228,12 @@ impl Entry {
 pub struct Reactor {
     poll: Poll,
     listeners: Vec<Listener>,
+    /// For each listener: the server bound it, so stopping shuts it down (new connects are
+    /// refused at once, whoever else holds its descriptor). A socket handed in by the caller
+    /// (`sockets=`) may be shared with another process and is left alone.
+    owned: Vec<bool>,
+    /// Python's signal wakeup fd (read end), when the server watches signals.
+    signal_fd: Option<RawFd>,
     conns: Vec<Option<Entry>>,
     free: Vec<usize>,
     open: usize,
@@ -235,13 +260,19 @@ pub struct Reactor {
     closed: Vec<Arc<Conn>>,
     last_tick: Instant,
     last_cleanup: Instant,
+    /// Test builds only: a request for exactly this path panics in the loop
+    /// (`MAITRE_TEST_LOOP_PANIC_PATH`).
+    #[cfg(feature = "test-hooks")]
+    panic_path: Option<Vec<u8>>,
 }
 
 impl Reactor {
-    pub fn new(listeners: Vec<Listener>, log: Arc<dyn Log>, config: LoopConfig) -> io::Result<Reactor> {
+    /// `listeners`: each listening socket, and whether the server bound it itself (see
+    /// [`Reactor::owned`]).
+    pub fn new(listeners: Vec<(Listener, bool)>, log: Arc<dyn Log>, config: LoopConfig) -> io::Result<Reactor> {
         let poll = Poll::new()?;
         let waker = Waker::new(poll.registry(), WAKER)?;
-        let mut listeners = listeners;
+        let (mut listeners, owned): (Vec<Listener>, Vec<bool>) = listeners.into_iter().unzip();
         for (i, l) in listeners.iter_mut().enumerate() {
             let token = Token(LISTENER_BASE + i);
             match l {
@@ -255,6 +286,8 @@ impl Reactor {
         Ok(Reactor {
             poll,
             listeners,
+            owned,
+            signal_fd: None,
             conns: Vec::new(),
             free: Vec::new(),
             open: 0,
@@ -266,6 +299,7 @@ impl Reactor {
                 stop: AtomicBool::new(false),
                 abort: AtomicBool::new(false),
                 draining: AtomicBool::new(false),
+                signalled: AtomicBool::new(false),
             }),
             log,
             config,
@@ -279,11 +313,39 @@ impl Reactor {
             closed: Vec::new(),
             last_tick: Instant::now(),
             last_cleanup: Instant::now(),
+            #[cfg(feature = "test-hooks")]
+            panic_path: std::env::var_os("MAITRE_TEST_LOOP_PANIC_PATH").map(|p| p.into_encoded_bytes()),
         })
     }
 
     pub fn notifier(&self) -> Arc<Notifier> {
         self.notifier.clone()
+    }
+
+    /// Watches `fd`, the read end of the descriptor Python's `signal.set_wakeup_fd` writes to
+    /// when a signal arrives: the loop wakes and raises [`Notifier::take_signal`], so that the
+    /// handler runs within a millisecond or two rather than at the next tick.
+    pub fn watch_signals(&mut self, fd: RawFd) -> io::Result<()> {
+        self.poll
+            .registry()
+            .register(&mut SourceFd(&fd), SIGNAL, Interest::READABLE)?;
+        self.signal_fd = Some(fd);
+        Ok(())
+    }
+
+    /// Empties the signal wakeup fd and tells whoever keeps watch.
+    fn on_signal(&mut self) {
+        if let Some(fd) = self.signal_fd {
+            let mut sink = [0u8; 64];
+            // SAFETY: reads into a local buffer from a descriptor the caller keeps open.
+            while unsafe { libc::read(fd, sink.as_mut_ptr().cast(), sink.len()) } > 0 {}
+        }
+        self.notifier.signalled.store(true, Ordering::SeqCst);
+    }
+
+    /// When a graceful stop gives up on the requests still in progress (None while serving).
+    pub fn drain_deadline(&self) -> Option<Instant> {
+        self.drain_deadline
     }
 
     /// One round of the loop: waits up to `timeout` for events, handles them (accepting,
@@ -317,6 +379,10 @@ impl Reactor {
         for ev in events.iter() {
             let token = ev.token();
             if token == WAKER {
+                continue;
+            }
+            if token == SIGNAL {
+                self.on_signal();
                 continue;
             }
             if token.0 >= LISTENER_BASE {
@@ -358,7 +424,11 @@ impl Reactor {
             self.begin_drain(now);
         }
         if let Some(deadline) = self.drain_deadline {
-            if self.open == 0 || now >= deadline {
+            if self.open == 0 {
+                return Ok(false);
+            }
+            if now >= deadline {
+                self.abandon_in_progress();
                 return Ok(false);
             }
         }
@@ -374,25 +444,88 @@ impl Reactor {
         to.extend(self.ready.drain(..));
     }
 
-    /// Graceful stop: accept nothing more, close idle connections, let the requests already
-    /// received finish (until `shutdown_timeout`), closing each connection once it is done.
+    /// Graceful stop: accept nothing more (the listeners the server bound are shut down, so new
+    /// connects are refused at once), close idle connections, let the requests already received
+    /// finish (until `shutdown_timeout`), closing each connection once it is done.
     fn begin_drain(&mut self, now: Instant) {
+        // Connections the kernel completed already were made before the stop: take them (what
+        // they sent is served; one that sent nothing yet is closed below, like an idle one),
+        // rather than leave them to be reset with the listener.
+        if self.accepting {
+            self.accept_every_listener();
+        }
         self.drain_deadline = Some(now + self.config.shutdown_timeout);
         self.notifier.draining.store(true, Ordering::SeqCst);
         self.accepting = false;
-        for l in &mut self.listeners {
-            let _ = match l {
-                Listener::Tcp(l) => self.poll.registry().deregister(l),
-                Listener::Unix(l) => self.poll.registry().deregister(l),
+        for (l, &owned) in self.listeners.iter_mut().zip(&self.owned) {
+            let fd = match l {
+                Listener::Tcp(l) => l.as_raw_fd(),
+                Listener::Unix(l) => l.as_raw_fd(),
             };
+            let _ = deregister(self.poll.registry(), fd);
+            if owned {
+                // On Linux, shutting down a listening socket closes it for every descriptor that
+                // refers to it (Python's socket object, the engine's duplicates): further connects
+                // are refused.
+                // SAFETY: `fd` is a listening socket this loop owns a descriptor of.
+                unsafe { libc::shutdown(fd, libc::SHUT_RDWR) };
+            }
         }
+        let mut in_progress = 0;
         for slot in 0..self.conns.len() {
             let Some(entry) = self.conns[slot].as_ref() else {
                 continue;
             };
             let conn = entry.conn.clone();
             let st = conn.lock();
+            in_progress += usize::from(st.busy) + st.queue.iter().filter(|i| matches!(i, Item::Request(_))).count();
             self.after_read(slot, st);
+        }
+        let secs = self.config.shutdown_timeout.as_secs_f64();
+        self.log.log(
+            LOG_INFO,
+            &format!(
+                "Shutting down: no longer accepting connections; {in_progress} request{} in progress \
+                 (waiting up to {secs} s)",
+                if in_progress == 1 { "" } else { "s" }
+            ),
+        );
+    }
+
+    /// The graceful stop's bound expired: names each request still running or waiting in a
+    /// warning, and marks their connections abandoned (the loop closes them next).
+    fn abandon_in_progress(&mut self) {
+        let secs = self.config.shutdown_timeout.as_secs_f64();
+        for entry in self.conns.iter().flatten() {
+            let mut st = entry.conn.lock();
+            let peer = &entry.conn.peer;
+            if st.busy {
+                st.abandoned = true;
+                let what = if st.serving.is_empty() {
+                    "a request".to_owned()
+                } else {
+                    st.serving.to_string()
+                };
+                self.log.log(
+                    LOG_WARNING,
+                    &format!(
+                        "Shutdown timeout ({secs} s) expired: {what} from {}:{} was cut short",
+                        peer.addr, peer.port
+                    ),
+                );
+            }
+            for item in &st.queue {
+                if let Item::Request(r) = item {
+                    let label = crate::channel::RequestLabel::new(&r.head.method, &r.head.request_uri);
+                    self.log.log(
+                        LOG_WARNING,
+                        &format!(
+                            "Shutdown timeout ({secs} s) expired: {label} from {}:{} was not served",
+                            peer.addr, peer.port
+                        ),
+                    );
+                }
+            }
         }
     }
 
@@ -607,6 +740,15 @@ impl Reactor {
         }
         if eof || failed {
             entry.read_done = true;
+        }
+        #[cfg(feature = "test-hooks")]
+        if let Some(path) = &self.panic_path {
+            if items
+                .iter()
+                .any(|i| matches!(i, Item::Request(r) if &r.head.path == path))
+            {
+                panic!("injected by MAITRE_TEST_LOOP_PANIC_PATH");
+            }
         }
         let paused = entry.paused;
         let mut st = conn.lock();

@@ -4,7 +4,7 @@
 use std::os::fd::FromRawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use pyo3::exceptions::{PyOSError, PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
@@ -13,23 +13,35 @@ use pyo3::types::{PyDict, PyString, PyTuple};
 use crate::dispatch::Pool;
 use crate::http::proxy::{ProxyConfig, TrustedHeaders};
 use crate::http::Limits;
-use crate::reactor::{Listener, LoopConfig, Notifier, Reactor};
+use crate::reactor::{self, LoopConfig, Notifier, Reactor};
 use crate::wsgi::file_wrapper::FileWrapper;
 use crate::wsgi::Ctx;
 
-/// How long `run()` waits for workers to finish their request when the server stops.
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+/// At least this long for the workers to exit once the loop is over.
+const STOP_GRACE: Duration = Duration::from_millis(100);
 
 #[pyclass(module = "maitre._core")]
 pub struct Engine {
     /// (duplicated fd, is_unix) for each listener; the Python socket objects keep their own fds.
-    listeners: Vec<(i32, bool)>,
+    listeners: Vec<Listener>,
     ctx: Arc<Ctx>,
     threads: usize,
     loop_config: LoopConfig,
     notifier: Mutex<Option<Arc<Notifier>>>,
     closed: AtomicBool,
     running: AtomicBool,
+    /// `abort()` was called: the last `run()` stopped without waiting for requests.
+    aborted: AtomicBool,
+    /// Worker threads the last `run()` left in the app when its shutdown bound expired.
+    abandoned: Mutex<Vec<std::thread::JoinHandle<()>>>,
+}
+
+/// One listening socket the engine was given: our own duplicate of its descriptor.
+struct Listener {
+    fd: i32,
+    unix: bool,
+    /// The server bound it (stopping shuts it down; see `Reactor::owned`).
+    owned: bool,
 }
 
 fn get<'py, T: FromPyObject<'py>>(config: &Bound<'py, PyDict>, key: &str) -> PyResult<T> {
@@ -61,12 +73,13 @@ fn proxy_config(config: &Bound<'_, PyDict>) -> PyResult<Option<ProxyConfig>> {
 
 #[pymethods]
 impl Engine {
-    /// `listeners`: `(fd, "tcp" | "unix", server_port)` for each bound, listening socket.
+    /// `listeners`: `(fd, "tcp" | "unix", server_port, owned)` for each bound, listening socket;
+    /// `owned`: the server bound it itself (not handed in with `sockets=`).
     #[new]
     fn new(
         py: Python<'_>,
         app: PyObject,
-        listeners: Vec<(i32, String, String)>,
+        listeners: Vec<(i32, String, String, bool)>,
         config: &Bound<'_, PyDict>,
     ) -> PyResult<Self> {
         if listeners.is_empty() {
@@ -74,13 +87,17 @@ impl Engine {
         }
         let mut fds = Vec::new();
         let mut ports = Vec::new();
-        for (fd, kind, port) in &listeners {
+        for (fd, kind, port, owned) in &listeners {
             // SAFETY: dup of a descriptor the caller owns; we own the duplicate.
             let dup = unsafe { libc::fcntl(*fd, libc::F_DUPFD_CLOEXEC, 0) };
             if dup < 0 {
                 return Err(PyOSError::new_err(std::io::Error::last_os_error().to_string()));
             }
-            fds.push((dup, kind == "unix"));
+            fds.push(Listener {
+                fd: dup,
+                unix: kind == "unix",
+                owned: *owned,
+            });
             ports.push(PyString::new(py, port).unbind());
         }
         let ident: Option<String> = get(config, "ident")?;
@@ -93,7 +110,7 @@ impl Engine {
             expose_tracebacks: get(config, "expose_tracebacks")?,
             proxy: proxy_config(config)?,
             url_scheme_str: get(config, "url_scheme")?,
-            server_port_strs: listeners.iter().map(|(_, _, port)| port.clone()).collect(),
+            server_port_strs: listeners.iter().map(|(_, _, port, _)| port.clone()).collect(),
             outbuf_high_watermark: get(config, "outbuf_high_watermark")?,
             url_prefix: url_prefix.chars().map(|c| c as u32 as u8).collect(),
             script_name: PyString::new(py, &url_prefix).unbind(),
@@ -110,6 +127,7 @@ impl Engine {
             proto_10: PyString::new(py, "HTTP/1.0").unbind(),
             proto_11: PyString::new(py, "HTTP/1.1").unbind(),
             sys: py.import("sys")?.unbind(),
+            #[cfg(feature = "test-hooks")]
             test_panic_path: std::env::var_os("MAITRE_TEST_PANIC_PATH").map(|p| p.into_encoded_bytes()),
         };
         ctx.environ_base = crate::wsgi::environ::bases(py, &ctx)?;
@@ -136,70 +154,76 @@ impl Engine {
             notifier: Mutex::new(None),
             closed: AtomicBool::new(false),
             running: AtomicBool::new(false),
+            aborted: AtomicBool::new(false),
+            abandoned: Mutex::new(Vec::new()),
         })
     }
 
-    /// Serves until `close()` is called or a signal handler raises (KeyboardInterrupt).
-    fn run(&self, py: Python<'_>) -> PyResult<()> {
+    /// Serves until `close()` or `abort()` is called or a signal handler raises
+    /// (KeyboardInterrupt). `signal_fd`: the read end of Python's `signal.set_wakeup_fd`, so that
+    /// signal handlers run as soon as a signal arrives.
+    #[pyo3(signature = (signal_fd=None))]
+    fn run(&self, py: Python<'_>, signal_fd: Option<i32>) -> PyResult<()> {
         if self.closed.load(Ordering::SeqCst) {
             return Ok(());
         }
         if self.running.swap(true, Ordering::SeqCst) {
             return Err(PyRuntimeError::new_err("the server is already running"));
         }
-        let mut listeners = Vec::new();
-        for &(fd, unix) in &self.listeners {
-            // SAFETY: `fd` is our own duplicate, used by nothing else; ownership moves into
-            // the std listener and the duplicate is made non-blocking for mio.
-            unsafe {
-                let dup = libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 0);
-                if dup < 0 {
-                    return Err(PyOSError::new_err(std::io::Error::last_os_error().to_string()));
-                }
-                if unix {
-                    let l = std::os::unix::net::UnixListener::from_raw_fd(dup);
-                    l.set_nonblocking(true)?;
-                    listeners.push(Listener::Unix(mio::net::UnixListener::from_std(l)));
-                } else {
-                    let l = std::net::TcpListener::from_raw_fd(dup);
-                    l.set_nonblocking(true)?;
-                    listeners.push(Listener::Tcp(mio::net::TcpListener::from_std(l)));
-                }
-            }
-        }
-        let log: Arc<dyn crate::reactor::Log> = self.ctx.clone();
-        let reactor = Reactor::new(listeners, log, self.loop_config.clone())?;
-        let notifier = reactor.notifier();
-        *self.notifier.lock().unwrap_or_else(|p| p.into_inner()) = Some(notifier.clone());
-        if self.closed.load(Ordering::SeqCst) {
-            notifier.stop();
-        }
-        let pool = Pool::new(self.ctx.clone(), reactor);
-        pool.start(self.threads);
-        pool.supervise(py);
-        py.allow_threads(|| {
-            if let Some(mut reactor) = pool.take_reactor() {
-                reactor.shutdown();
-            }
-            pool.stop(SHUTDOWN_GRACE);
-        });
+        self.aborted.store(false, Ordering::SeqCst);
+        // A panic outside the per-request and per-round guards must not reach Python as a
+        // PanicException (a BaseException).
+        let res = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.serve(py, signal_fd)));
         *self.notifier.lock().unwrap_or_else(|p| p.into_inner()) = None;
         self.running.store(false, Ordering::SeqCst);
-        if let Some(err) = pool.pending_error.lock().unwrap_or_else(|p| p.into_inner()).take() {
-            return Err(err);
-        }
-        match pool.loop_error() {
-            Some(e) => Err(PyOSError::new_err(e.to_string())),
-            None => Ok(()),
+        match res {
+            Ok(res) => res,
+            Err(panic) => {
+                let msg = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "unknown panic".into());
+                let what = format!("the server failed (panic: {msg})");
+                self.ctx.log(py, reactor::LOG_ERROR, &what);
+                Err(PyRuntimeError::new_err(format!("maitre: {what}")))
+            }
         }
     }
 
-    /// Stops the server: `run()` returns soon after. Safe from any thread; idempotent.
+    /// Stops the server: `run()` returns once the requests already received are done (at most
+    /// `shutdown_timeout` later). Safe from any thread; idempotent.
     fn close(&self) {
         self.closed.store(true, Ordering::SeqCst);
         if let Some(n) = self.notifier.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
             n.stop();
         }
+    }
+
+    /// Stops the server at once, without waiting for the requests in progress (a second Ctrl-C).
+    fn abort(&self) {
+        self.closed.store(true, Ordering::SeqCst);
+        self.aborted.store(true, Ordering::SeqCst);
+        if let Some(n) = self.notifier.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
+            n.abort();
+        }
+    }
+
+    /// The last `run()` was cut short by `abort()` or a second signal.
+    #[getter]
+    fn aborted(&self) -> bool {
+        self.aborted.load(Ordering::SeqCst)
+    }
+
+    /// How many worker threads that `run()` left in the app (its shutdown bound expired) are
+    /// still there. The interpreter must not finalize while any is: a thread that takes the GIL
+    /// back during finalization is ended by CPython with a forced unwind, which aborts the
+    /// process when it meets Rust's unwinding guards.
+    #[getter]
+    fn threads_in_app(&self) -> usize {
+        let mut left = self.abandoned.lock().unwrap_or_else(|p| p.into_inner());
+        left.retain(|h| !h.is_finished());
+        left.len()
     }
 
     #[getter]
@@ -208,11 +232,85 @@ impl Engine {
     }
 }
 
+impl Engine {
+    /// The body of `run()`.
+    fn serve(&self, py: Python<'_>, signal_fd: Option<i32>) -> PyResult<()> {
+        let mut listeners = Vec::new();
+        for l in &self.listeners {
+            // SAFETY: `l.fd` is our own duplicate, used by nothing else; ownership of a second
+            // duplicate moves into the std listener, made non-blocking for mio.
+            unsafe {
+                let dup = libc::fcntl(l.fd, libc::F_DUPFD_CLOEXEC, 0);
+                if dup < 0 {
+                    return Err(PyOSError::new_err(std::io::Error::last_os_error().to_string()));
+                }
+                let socket = if l.unix {
+                    let s = std::os::unix::net::UnixListener::from_raw_fd(dup);
+                    s.set_nonblocking(true)?;
+                    reactor::Listener::Unix(mio::net::UnixListener::from_std(s))
+                } else {
+                    let s = std::net::TcpListener::from_raw_fd(dup);
+                    s.set_nonblocking(true)?;
+                    reactor::Listener::Tcp(mio::net::TcpListener::from_std(s))
+                };
+                listeners.push((socket, l.owned));
+            }
+        }
+        let log: Arc<dyn crate::reactor::Log> = self.ctx.clone();
+        let mut reactor = Reactor::new(listeners, log, self.loop_config.clone())?;
+        if let Some(fd) = signal_fd {
+            reactor.watch_signals(fd)?;
+        }
+        let notifier = reactor.notifier();
+        *self.notifier.lock().unwrap_or_else(|p| p.into_inner()) = Some(notifier.clone());
+        if self.aborted.load(Ordering::SeqCst) {
+            notifier.abort();
+        } else if self.closed.load(Ordering::SeqCst) {
+            notifier.stop();
+        }
+        let pool = Pool::new(self.ctx.clone(), reactor);
+        pool.start(self.threads);
+        pool.supervise(py);
+        if notifier.aborted() {
+            self.aborted.store(true, Ordering::SeqCst);
+        }
+        let abandoned = py.allow_threads(|| {
+            // The workers may go on until the graceful stop's bound (the loop has already waited
+            // that long when it expired); after an abort, not at all.
+            let mut deadline = Instant::now() + self.loop_config.shutdown_timeout;
+            if let Some(mut reactor) = pool.take_reactor() {
+                if let Some(d) = reactor.drain_deadline() {
+                    deadline = d;
+                }
+                reactor.shutdown();
+            }
+            // Idle workers exit at once; give them a moment to (a thread still in the app past
+            // this is left behind).
+            deadline = deadline.max(Instant::now() + STOP_GRACE);
+            if notifier.aborted() {
+                deadline = Instant::now();
+            }
+            pool.stop(deadline)
+        });
+        self.abandoned
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .extend(abandoned);
+        if let Some(err) = pool.pending_error.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            return Err(err);
+        }
+        match pool.loop_error() {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+}
+
 impl Drop for Engine {
     fn drop(&mut self) {
-        for &(fd, _) in &self.listeners {
+        for l in &self.listeners {
             // SAFETY: our own duplicates, closed once.
-            unsafe { libc::close(fd) };
+            unsafe { libc::close(l.fd) };
         }
     }
 }

@@ -36,6 +36,20 @@ def serve():
 
 
 @pytest.fixture
+def test_hooks():
+    """For tests that inject faults through the engine's ``test-hooks`` build (``make test``
+    builds with it). Without them the test is skipped, or fails when MAITRE_REQUIRE_TEST_HOOKS
+    is set (as ``make test`` sets it), so that CI never skips one silently."""
+    from maitre import _core
+
+    if not _core.TEST_HOOKS:
+        why = "maitre was built without the test-hooks feature (make test builds with it)"
+        if os.environ.get("MAITRE_REQUIRE_TEST_HOOKS"):
+            pytest.fail(why)
+        pytest.skip(why)
+
+
+@pytest.fixture
 def tmp_sock_path(tmp_path):
     # AF_UNIX paths are limited to ~107 bytes; pytest's tmp_path can be longer.
     import tempfile

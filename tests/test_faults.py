@@ -2,6 +2,10 @@
 middle of a response, and a Rust panic in the request path (the test-only switch
 ``MAITRE_TEST_PANIC_PATH``, read when the engine is created). After each the server keeps
 serving and holds no more file descriptors than before.
+
+A panic in the event loop itself (``MAITRE_TEST_LOOP_PANIC_PATH``; both switches exist only in
+the ``test-hooks`` build) cannot be survived: the server logs it at ERROR and exits non-zero, so
+that a supervisor restarts it; it never hangs (issue 14, item 2).
 """
 
 import os
@@ -9,9 +13,9 @@ import socket
 import time
 
 import pytest
-from support.hostile import rst_close, start_logged, wait_fds
+from support.hostile import CliServer, rst_close, start_logged, wait_fds
 from support.http import Conn, error_body, get, wait_until
-from support.server import IDENT, IS_WAITRESS
+from support.server import IDENT, IS_WAITRESS, free_port
 
 ISE = "The server encountered an unexpected internal server error"
 
@@ -219,7 +223,7 @@ def test_client_vanishes_mid_response(server, route, how):
 
 # -- an injected Rust panic ---------------------------------------------------------------------
 @pytest.mark.skipif(IS_WAITRESS, reason="maitre's test-only switch")
-def test_rust_panic_in_request_path(tmp_path, monkeypatch):
+def test_rust_panic_in_request_path(tmp_path, monkeypatch, test_hooks):
     """MAITRE_TEST_PANIC_PATH=/panic: that request panics inside the engine; it gets a 500 and
     the server keeps serving, on every thread."""
     monkeypatch.setenv("MAITRE_TEST_PANIC_PATH", "/panic")
@@ -244,3 +248,51 @@ def test_rust_panic_in_request_path(tmp_path, monkeypatch):
         assert wait_fds(h.pid, h.base_fds, 5) == h.base_fds
     finally:
         h.stop()
+
+
+@pytest.mark.skipif(IS_WAITRESS, reason="maitre's test-only switch")
+@pytest.mark.parametrize("busy", [False, True], ids=["idle", "request-in-flight"])
+def test_rust_panic_in_event_loop(tmp_path, monkeypatch, test_hooks, busy):
+    """A panic in the loop's round: logged at ERROR on ``maitre``, run() raises, the process
+    exits non-zero at once (no PanicException, no hang), with or without a request in the app."""
+    monkeypatch.setenv("MAITRE_TEST_LOOP_PANIC_PATH", "/loop-panic")
+    (tmp_path / "faults_app.py").write_text(
+        "import time\n"
+        "def app(environ, start_response):\n"
+        "    if environ['PATH_INFO'] == '/slow':\n"
+        "        time.sleep(1.0)\n"
+        "    start_response('200 OK', [('Content-Length', '2')])\n"
+        "    return [b'ok']\n"
+    )
+    port = free_port()
+    addr = ("127.0.0.1", port)
+    srv = CliServer([f"--listen=127.0.0.1:{port}", "--threads=2", "faults_app:app"], tmp_path)
+    try:
+        assert get(addr, "/before").body == b"ok"
+        slow = None
+        if busy:
+            slow = Conn(addr, timeout=5)
+            slow.send(b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n")
+            time.sleep(0.2)
+        t0 = time.monotonic()
+        with socket.create_connection(addr, timeout=5) as s:
+            s.sendall(b"GET /loop-panic HTTP/1.1\r\nHost: x\r\n\r\n")
+            try:
+                assert s.recv(100) == b""  # no response: the connection is dropped
+            except ConnectionResetError:
+                pass
+        rc = srv.wait(15)
+        elapsed = time.monotonic() - t0
+        out = srv.output()
+        assert rc is not None, "the server hangs after a panic in its event loop:\n" + out
+        assert rc != 0, out
+        assert "ERROR:maitre:the event loop failed (panic: injected by MAITRE_TEST_LOOP_PANIC_PATH" \
+            in out, out
+        assert "PanicException" not in out, out
+        # Not held up by a shutdown wait: an engine failure stops at once (generous bound; the
+        # request in flight would end at 1 s, the shutdown bound at 5 s).
+        assert elapsed < 4, f"exit took {elapsed:.1f} s"
+        if slow is not None:
+            slow.close()
+    finally:
+        srv.kill()

@@ -1,6 +1,7 @@
 """maitre: a WSGI server with an HTTP engine in Rust, a drop-in for Waitress."""
 
 import logging
+import traceback
 
 from .server import create_server
 
@@ -22,10 +23,36 @@ def serve(app, **kw):
     server = _server(app, **kw)
     if not _quiet:
         server.print_listen("Serving on http://{}:{}")
-    if _profile:
-        _run_profiled(server)
-    else:
-        server.run()
+    try:
+        if _profile:
+            _run_profiled(server)
+        else:
+            server.run()
+    except BaseException:
+        if _threads_in_app(server):
+            # Report it now: the process cannot go through the interpreter's normal exit.
+            traceback.print_exc()
+            _exit_leaving_threads(server, 1)
+        raise
+    if _threads_in_app(server):
+        _exit_leaving_threads(server, 0)
+
+
+def _threads_in_app(server):
+    # ``_server`` may make a server of another kind (a test double, as with Waitress).
+    count = getattr(server, "threads_in_app", None)
+    return count() if count is not None else 0
+
+
+def _exit_leaving_threads(server, status):
+    """The server is done; worker threads stuck in the app (past ``shutdown_timeout``) must not
+    hold the process up (the bound is a promise) nor meet the interpreter's finalization."""
+    from .server import _exit_now
+
+    server.logger.warning(
+        "Exiting with %d worker thread(s) still in the application", server.threads_in_app()
+    )
+    _exit_now(status)
 
 
 def serve_paste(app, global_conf, **kw):

@@ -1,6 +1,7 @@
-"""Server settings ("adjustments"): the 34 arguments accepted by ``serve()``,
-``create_server()``, PasteDeploy and ``maitre-serve``, cast, defaulted and
-checked exactly as Waitress 3.0.2 does it."""
+"""Server settings ("adjustments"): Waitress 3.0.2's 34 arguments accepted by
+``serve()``, ``create_server()``, PasteDeploy and ``maitre-serve``, cast,
+defaulted and checked exactly as Waitress does it, and maitre's own
+(``shutdown_timeout``)."""
 
 import getopt
 import socket
@@ -60,6 +61,14 @@ def slash_fixed_str(s):
     return s
 
 
+def as_nonnegative_float(s):
+    """Seconds: a number, or a string of one, at least 0."""
+    value = float(s)
+    if not value >= 0:  # also refuses NaN
+        raise ValueError(f"must be a number of seconds, 0 or more: {s!r}")
+    return value
+
+
 def str_iftruthy(s):
     return str(s) if s else None
 
@@ -116,6 +125,8 @@ class Adjustments:
         ("sockets", as_socket_list),
         ("channel_request_lookahead", int),
         ("server_name", str),
+        # maitre's own arguments (not in Waitress).
+        ("shutdown_timeout", as_nonnegative_float),
     )
 
     # Class attributes, as in Waitress. Not annotated ClassVar, so that serve() does not import
@@ -217,6 +228,10 @@ class Adjustments:
 
     # SERVER_NAME of the WSGI environ unless a trusted proxy header sets it.
     server_name = "waitress.invalid"
+
+    # A graceful stop (SIGTERM, Ctrl-C, close()) waits this many seconds at most for the requests
+    # already received; then the process goes on without the threads still in the app.
+    shutdown_timeout = 5.0
 
     def __init__(self, **kw):
         self._check_exclusive(kw)

@@ -188,6 +188,11 @@ Tuning options:
         its requests is being processed, which lets the application notice
         a client that has disconnected. The default is 0.
 
+    --shutdown-timeout=SECONDS
+        On SIGTERM or Ctrl-C, stop accepting at once and wait at most this
+        long for the requests already received, then exit. A second signal
+        exits at once. The default is 5.
+
 """
 
 

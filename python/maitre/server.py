@@ -3,10 +3,13 @@
 Everything here runs once at start-up; the per-request path is entirely in ``maitre._core``.
 """
 
+import atexit
+import logging
 import os
 import signal
 import socket
 import stat
+import sys
 import threading
 
 from . import _core
@@ -40,20 +43,22 @@ def _engine_config(adj):
         "clear_untrusted_proxy_headers": bool(adj.clear_untrusted_proxy_headers),
         "log_untrusted_proxy_headers": bool(adj.log_untrusted_proxy_headers),
         # A graceful stop (close(), SIGTERM, Ctrl-C) waits this long for requests already
-        # received; a second Ctrl-C stops at once.
-        "shutdown_timeout": 5.0,
+        # received; a second signal stops at once.
+        "shutdown_timeout": float(adj.shutdown_timeout),
     }
 
 
 class _Listener:
     """One bound listening socket and how it reports itself."""
 
-    def __init__(self, sock, effective_host, effective_port, unix_path=None, owns_path=False):
+    def __init__(self, sock, effective_host, effective_port, unix_path=None, owned=True):
         self.socket = sock
         self.effective_host = effective_host
         self.effective_port = effective_port
         self.unix_path = unix_path
-        self.owns_path = owns_path
+        # Bound by this server (not handed in with ``sockets=``): stopping shuts it down, and a
+        # Unix socket's file is removed at exit.
+        self.owned = owned
 
     @property
     def kind(self):
@@ -104,7 +109,7 @@ def _bind_unix(adj):
     except BaseException:
         sock.close()
         raise
-    return _Listener(sock, "unix", path, unix_path=path, owns_path=True)
+    return _Listener(sock, "unix", path, unix_path=path)
 
 
 def _adopt_socket(adj, sock):
@@ -112,8 +117,10 @@ def _adopt_socket(adj, sock):
     sock.listen(int(adj.backlog))
     if sock.family == socket.AF_UNIX:
         path = sock.getsockname()
-        return _Listener(sock, "unix", path, unix_path=path, owns_path=False)
-    return _tcp_listener(sock)
+        return _Listener(sock, "unix", path, unix_path=path, owned=False)
+    lst = _tcp_listener(sock)
+    lst.owned = False
+    return lst
 
 
 class _BaseServer:
@@ -125,40 +132,43 @@ class _BaseServer:
         self._listeners = listeners
         self._engine = _core.Engine(
             application,
-            [(lst.socket.fileno(), lst.kind, str(lst.effective_port)) for lst in listeners],
+            [
+                (lst.socket.fileno(), lst.kind, str(lst.effective_port), lst.owned)
+                for lst in listeners
+            ],
             _engine_config(adj),
         )
         self.logger = logger
         self._closed = False
 
     def run(self):
-        """Serve until close() is called, Ctrl-C (KeyboardInterrupt) is pressed, or SIGTERM.
+        """Serve until close() is called, or SIGTERM or Ctrl-C arrives.
 
-        SIGTERM (when run() is called on the main thread and no handler of the app's own is
-        installed) stops accepting, lets the workers finish the request they are running, and
-        returns, so the process exits 0. Waitress just dies on SIGTERM.
+        When run() is called on the main thread, SIGTERM and SIGINT (unless the application
+        installed handlers of its own) stop the server gracefully: listeners are closed at once,
+        the requests already received finish (for at most ``shutdown_timeout`` seconds) and
+        run() returns, so the process exits 0. A second SIGTERM or SIGINT during that wait exits
+        the process at once, with status 128 + the signal number (130 after Ctrl-C). Waitress
+        dies on SIGTERM and drops the requests in progress on Ctrl-C.
         """
-        previous = self._install_sigterm()
+        signals = _StopSignals(self._engine) if _on_main_thread() else None
         try:
-            self._engine.run()
+            self._engine.run(signals.wakeup_fd if signals else None)
         except (SystemExit, KeyboardInterrupt):
             pass
         finally:
-            if previous is not None:
-                signal.signal(signal.SIGTERM, previous)
+            if signals is not None:
+                signals.restore()
             self._cleanup()
+        if signals is not None and signals.abort_signal is not None:
+            _exit_now(128 + signals.abort_signal)
+        if self._engine.threads_in_app:
+            atexit.register(_exit_before_finalizing, self._engine)
 
-    def _install_sigterm(self):
-        if threading.current_thread() is not threading.main_thread():
-            return None
-        if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
-            return None
-
-        def on_sigterm(signum, frame):
-            self._engine.close()
-
-        signal.signal(signal.SIGTERM, on_sigterm)
-        return signal.SIG_DFL
+    def threads_in_app(self):
+        """How many worker threads the last run() left in the application when
+        ``shutdown_timeout`` expired and are still there."""
+        return self._engine.threads_in_app
 
     def close(self):
         """Stop serving: run() returns once the requests already being served are done."""
@@ -175,11 +185,93 @@ class _BaseServer:
                 lst.socket.close()
             except OSError:  # pragma: no cover
                 pass
-            if lst.owns_path:
+            if lst.owned and lst.unix_path is not None:
                 _cleanup_unix_socket(lst.unix_path)
 
     def log_info(self, message, type="info"):
         getattr(self.logger, type)(message)
+
+
+def _on_main_thread():
+    return threading.current_thread() is threading.main_thread()
+
+
+class _StopSignals:
+    """SIGTERM and SIGINT handlers for the time of run() (main thread only): the first signal
+    stops the server gracefully, a second one stops it at once (``abort_signal`` is then set
+    and run() ends the process). A signal whose handler the application replaced is left
+    alone. Python's signal wakeup fd is pointed at a pipe the engine watches, so the handler
+    runs as soon as the signal arrives (unless something else, such as asyncio, uses it)."""
+
+    def __init__(self, engine):
+        self._engine = engine
+        self._stopping = False
+        self.abort_signal = None
+        self._previous = {}
+        defaults = {signal.SIGTERM: signal.SIG_DFL, signal.SIGINT: signal.default_int_handler}
+        for signum, default in defaults.items():
+            if signal.getsignal(signum) is default:
+                self._previous[signum] = signal.signal(signum, self._handle)
+        self.wakeup_fd = None
+        self._pipe = None
+        if self._previous:
+            r, w = os.pipe()
+            os.set_blocking(r, False)
+            os.set_blocking(w, False)
+            if signal.set_wakeup_fd(w, warn_on_full_buffer=False) == -1:
+                self._pipe = (r, w)
+                self.wakeup_fd = r
+            else:  # someone else's: put it back, handlers then run within 100 ms
+                signal.set_wakeup_fd(signal.set_wakeup_fd(-1))
+                os.close(r)
+                os.close(w)
+
+    def _handle(self, signum, frame):
+        if not self._stopping:
+            self._stopping = True
+            self._engine.close()
+            return
+        self.abort_signal = signum
+        logger.warning(
+            "Received %s during the graceful shutdown: stopping at once",
+            signal.Signals(signum).name,
+        )
+        self._engine.abort()
+
+    def restore(self):
+        for signum, previous in self._previous.items():
+            signal.signal(signum, previous)
+        if self._pipe is not None:
+            signal.set_wakeup_fd(-1)
+            for fd in self._pipe:
+                os.close(fd)
+
+
+def _exit_before_finalizing(engine):
+    """At interpreter exit: worker threads abandoned in the application must not meet the
+    interpreter's finalization (CPython ends such a thread with a forced unwind, which aborts
+    the process when it crosses the engine's Rust frames). If any is still there, the process
+    ends here, with status 0, without the rest of the shutdown."""
+    left = engine.threads_in_app
+    if left:
+        logger.warning("Exiting with %d worker thread(s) still in the application", left)
+        _exit_now(0)
+
+
+def _exit_now(status):
+    """End the process without waiting for threads still in the application (a second signal
+    asked for it): flush the logs and standard streams, then os._exit()."""
+    for handler in list(logging.getLogger().handlers) + list(logger.handlers):
+        try:
+            handler.flush()
+        except Exception:  # noqa: BLE001, S110 (exiting: nothing left to report it to)
+            pass
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except Exception:  # noqa: BLE001, S110
+            pass
+    os._exit(status)
 
 
 class _SingleServer(_BaseServer):

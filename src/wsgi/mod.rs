@@ -59,7 +59,9 @@ pub struct Ctx {
     /// `url_scheme` and each listener's port as Rust strings (for the proxy rules).
     pub url_scheme_str: String,
     pub server_port_strs: Vec<String>,
-    /// Test-only: a request for exactly this path panics in the engine (MAITRE_TEST_PANIC_PATH).
+    /// Test builds only: a request for exactly this path panics in the engine
+    /// (`MAITRE_TEST_PANIC_PATH`).
+    #[cfg(feature = "test-hooks")]
     pub test_panic_path: Option<Vec<u8>>,
 }
 
@@ -135,6 +137,7 @@ fn serve_guarded(py: Python<'_>, ctx: &Arc<Ctx>, conn: &Arc<Conn>, head: &mut Re
 }
 
 fn serve(py: Python<'_>, ctx: &Arc<Ctx>, conn: &Arc<Conn>, head: &mut RequestHead, body: Body) -> Outcome {
+    #[cfg(feature = "test-hooks")]
     if ctx.test_panic_path.as_deref() == Some(head.path.as_slice()) {
         panic!("injected by MAITRE_TEST_PANIC_PATH");
     }
@@ -258,6 +261,10 @@ fn run_app(py: Python<'_>, ctx: &Ctx, environ: &Bound<'_, PyDict>, sr: &Py<Start
 fn fail(py: Python<'_>, ctx: &Ctx, mut resp: Response, head: &RequestHead, err: PyErr) -> Outcome {
     let path = String::from_utf8_lossy(&head.path);
     if err.is_instance_of::<ClientDisconnected>(py) {
+        if resp.conn().lock().abandoned {
+            // The server cut it (the shutdown bound expired) and has said so already.
+            return Outcome::Close;
+        }
         ctx.log(
             py,
             crate::reactor::LOG_INFO,

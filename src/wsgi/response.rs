@@ -87,6 +87,11 @@ impl Response {
         }
     }
 
+    /// The connection the response goes to.
+    pub fn conn(&self) -> &Arc<Conn> {
+        &self.conn
+    }
+
     pub fn wrote_header(&self) -> bool {
         self.wrote_header
     }
