@@ -4,6 +4,7 @@ Everything here runs once at start-up; the per-request path is entirely in ``mai
 """
 
 import atexit
+import io
 import logging
 import os
 import signal
@@ -15,6 +16,9 @@ import threading
 from . import _core
 from .adjustments import Adjustments
 from .utilities import logger
+
+# wsgi.input is a binary file like the BytesIO Waitress hands out: isinstance() says so too.
+io.BufferedIOBase.register(_core.InputStream)
 
 __all__ = ["MultiSocketServer", "TcpWSGIServer", "UnixWSGIServer", "WSGIServer", "create_server"]
 

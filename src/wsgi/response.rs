@@ -529,11 +529,12 @@ impl StartResponse {
 /// Sends the app_iter: the file_wrapper fast path, or iteration with Waitress's rules.
 pub fn send_app_iter(py: Python<'_>, sr: &Py<StartResponse>, app_iter: &Bound<'_, PyAny>) -> PyResult<()> {
     if let Ok(fw) = app_iter.downcast::<FileWrapper>() {
-        let cl = sr.borrow_mut(py).get()?.content_length;
+        let cl = sr.try_borrow_mut(py)?.get()?.content_length;
         let (start, size) = fw.borrow().prepare(py, cl)?;
         if size > 0 {
             let file = fw.borrow().dup_fd(py);
-            let mut guard = sr.borrow_mut(py);
+            // Borrowed with a check, as below: a thread the app started may be in `write()`.
+            let mut guard = sr.try_borrow_mut(py)?;
             let r = guard.get()?;
             if cl != Some(size) {
                 if cl.is_some() {
@@ -554,7 +555,7 @@ pub fn send_app_iter(py: Python<'_>, sr: &Py<StartResponse>, app_iter: &Bound<'_
                 let Some(block) = block else { break };
                 let data = block.bind(py);
                 remain = remain.saturating_sub(data.as_bytes().len() as u64);
-                let mut guard = sr.borrow_mut(py);
+                let mut guard = sr.try_borrow_mut(py)?;
                 guard.get()?.write_pybytes(py, data)?;
             }
             return Ok(());
