@@ -15,6 +15,11 @@ two outcomes differ in exactly the documented way (docs: /work/shared/design/arc
 "Decisions on Waitress quirks", and README.md, "How maitre differs from Waitress"). Anything else
 fails the test with the input and both outcomes.
 
+``test_response_framing`` does the same, byte for byte, for the responses of an app that gives
+its body in every way WSGI allows (generators, lists, one-item lists, ``write()``, file_wrapper,
+bodiless statuses, a Content-Length too long), under each request version and Connection header:
+when a body is chunked, length-framed or ended by the close, and when the connection closes.
+
 Environment: ``MAITRE_DIFF_SEED`` (default 7), ``MAITRE_DIFF_INPUTS`` (default 2400), and
 ``MAITRE_DIFF_REPORT=FILE`` to write every disagreement and every documented difference found
 (with the input and both outcomes) to FILE.
@@ -77,13 +82,13 @@ def echo_app(environ, start_response):
     return [out]
 
 
-def _child(module, kw, q):
+def _child(module, kw, q, app):
     try:
         for name in ("waitress", "waitress.queue", "maitre", "maitre.queue"):
             log = logging.getLogger(name)
             log.addHandler(logging.NullHandler())
             log.propagate = False
-        srv = importlib.import_module(module).create_server(echo_app, **kw)
+        srv = importlib.import_module(module).create_server(app, **kw)
         q.put({"host": srv.effective_host, "port": int(srv.effective_port)})
     except BaseException:
         q.put({"error": traceback.format_exc()})
@@ -91,10 +96,10 @@ def _child(module, kw, q):
     srv.run()
 
 
-def _start(module, **kw):
+def _start(module, app=echo_app, **kw):
     q = _ctx.Queue()
     proc = _ctx.Process(target=_child, args=(module, dict(kw, host="127.0.0.1", port=0,
-                                                          ident=IDENT), q), daemon=True)
+                                                          ident=IDENT), q, app), daemon=True)
     proc.start()
     info = q.get(timeout=15)
     if "error" in info:
@@ -140,6 +145,7 @@ class Outcome:
     responses: list
     partial: bytes  # bytes after the last complete response
     closed: bool
+    raw: bytes = b""  # everything received, as received (not part of key())
 
     def key(self):
         return (self.responses, self.partial, self.closed)
@@ -242,7 +248,7 @@ def exchange(addr, data, waits):
                 break
             buf += chunk
     responses, partial = _parse_all(buf, eof)
-    return Outcome(responses, partial, eof)
+    return Outcome(responses, partial, eof, buf)
 
 
 # -- the generator ---------------------------------------------------------------------------------
@@ -813,3 +819,203 @@ def test_known_disagreement(servers, data):
         fw, fm = _run_pair(pool, servers, inp, FAST)
         w, m = fw.result(), fm.result()
     assert classify(inp, w, m) is not None, _report(inp, w, m)
+
+
+# -- response framing ------------------------------------------------------------------------------
+# How each way an app can give its body is framed on the wire (Content-Length, chunked, or ended by
+# the close), whether the connection closes, and the exact bytes, against Waitress 3.0.2, for each
+# request version and Connection header. The rule (Waitress's task.py, build_response_header): a
+# head that goes out without a Content-Length is chunked on HTTP/1.1 when the status allows a body,
+# whether or not the connection closes afterwards (a `Connection: close` request included), and
+# then always closes; HTTP/1.0 is never chunked, and without a Content-Length the close ends the
+# body.
+FRAMING_BODY = (b"ab", b"", b"cde")
+
+
+class _Unseekable:
+    """A file with only read(): wsgi.file_wrapper iterates it in blocks."""
+
+    def __init__(self, data):
+        self.data = data
+
+    def read(self, n):
+        out, self.data = self.data[:n], self.data[n:]
+        return out
+
+
+def framing_app(environ, start_response):
+    """Answers in the style named by the path; ``?cl=N`` sets a Content-Length, ``?status=N``."""
+    style = environ["PATH_INFO"].strip("/")
+    query = dict(p.split("=", 1) for p in environ["QUERY_STRING"].split("&") if p)
+    status = {"200": "200 OK", "204": "204 No Content", "304": "304 Not Modified"}[
+        query.get("status", "200")]
+    headers = [("Content-Type", "text/plain")]
+    if "cl" in query:
+        headers.append(("Content-Length", query["cl"]))
+    if style == "lazy":  # start_response called on the first iteration
+        def lazy():
+            start_response(status, headers)
+            yield from FRAMING_BODY
+        return lazy()
+    write = start_response(status, headers)
+    if style == "gen":
+        return (chunk for chunk in FRAMING_BODY)
+    if style == "list":
+        return list(FRAMING_BODY)
+    if style == "one":  # Content-Length inferred from the one item
+        return [b"hello"]
+    if style == "one-empty":
+        return [b""]
+    if style == "empty":
+        return []
+    if style == "empty-gen":
+        return iter(())
+    if style == "write":
+        write(b"ab")
+        write(b"cd")
+        return []
+    if style == "write-then-one":  # the one item's Content-Length comes after the head went out
+        write(b"ab")
+        return [b"cd"]
+    if style == "unseekable":
+        return environ["wsgi.file_wrapper"](_Unseekable(b"x" * 10), 4)
+    if style == "write-str":
+        write("abc")
+        return []
+    if style == "iter-str":
+        return ["abc"]
+    raise AssertionError(style)
+
+
+# GET paths: the body styles, with an app Content-Length (equal, too long, before anything was
+# sent) and bodiless statuses. HEAD: a few of them.
+FRAMING_GET = ["/gen", "/list", "/one", "/one-empty", "/empty", "/empty-gen", "/lazy", "/write",
+               "/write-then-one", "/unseekable", "/gen?cl=5", "/gen?cl=9", "/empty?cl=5",
+               "/write?cl=4", "/gen?status=204", "/list?status=304", "/one?status=304",
+               "/empty?status=204", "/write-str", "/iter-str", "/write-str?cl=0",
+               "/iter-str?cl=0", "/write-str?status=204"]
+FRAMING_HEAD = ["/gen", "/list", "/one", "/empty", "/write", "/gen?cl=9"]
+FRAMING_CONNECTIONS = [("HTTP/1.1", None), ("HTTP/1.1", "close"), ("HTTP/1.1", "Close"),
+                       ("HTTP/1.1", "keep-alive"), ("HTTP/1.0", None), ("HTTP/1.0", "close"),
+                       ("HTTP/1.0", "keep-alive")]
+FRAMING_CASES = [(method, path, version, conn)
+                 for method, paths in (("GET", FRAMING_GET), ("HEAD", FRAMING_HEAD))
+                 for path in paths for version, conn in FRAMING_CONNECTIONS]
+
+
+def _framing_request(case):
+    method, path, version, conn = case
+    head = f"{method} {path} {version}\r\nHost: a\r\n"
+    if conn is not None:
+        head += f"Connection: {conn}\r\n"
+    return (head + "\r\n").encode("ascii")
+
+
+def framing_rule(path, version):
+    """How the body must be framed: ``length``, ``chunked``, ``close`` (the close ends it), or
+    ``none`` (a status without a body). A Content-Length is there when the app set one, or when its
+    app_iter is a one-item list (inferred before the head goes out)."""
+    if "status=" in path:
+        return "none"
+    if "cl=" in path or path in ("/one", "/one-empty", "/iter-str"):
+        return "length"
+    return "chunked" if version == "HTTP/1.1" else "close"
+
+
+def framing_of(raw):
+    """The framing a response head announces (read from its first header block)."""
+    lines = raw.split(b"\r\n\r\n", 1)[0].lower().split(b"\r\n")
+    if lines[0].split(b" ")[1] in (b"204", b"304"):
+        return "none" if not any(ln.startswith((b"content-length:", b"transfer-encoding:"))
+                                 for ln in lines) else "framed-bodiless"
+    if b"transfer-encoding: chunked" in lines:
+        return "chunked"
+    return "length" if any(ln.startswith(b"content-length:") for ln in lines) else "close"
+
+
+def framing_expected_maitre(case, w_raw, w_closed):
+    """Waitress's bytes and close, with maitre's documented differences (README, "How maitre
+    differs from Waitress"): no body after a HEAD response; one ``Connection: close`` on HTTP/1.0
+    where Waitress sends ``close`` and ``Keep-Alive`` (a keep-alive request whose app fell short of
+    its Content-Length before anything was sent); a ``str`` for the body raises ``TypeError`` after
+    the head went out, so the connection closes where Waitress dropped the str and kept it."""
+    method, path, version, conn = case
+    if method == "HEAD":
+        return w_raw[:w_raw.index(b"\r\n\r\n") + 4], w_closed
+    if version == "HTTP/1.0" and conn == "keep-alive":
+        w_raw = w_raw.replace(b"Connection: close\r\nConnection: Keep-Alive\r\n",
+                              b"Connection: close\r\n")
+    if "-str" in path:
+        return w_raw, True
+    return w_raw, w_closed
+
+
+def _no_date(raw):
+    return re.sub(rb"\r\nDate: [^\r\n]*", b"\r\nDate: -", raw)
+
+
+def _framing_problems(case, w, m):
+    w_raw, m_raw = _no_date(w.raw), _no_date(m.raw)
+    if b"\r\n\r\n" not in w_raw or b"\r\n\r\n" not in m_raw:
+        return [f"no complete head: waitress {w_raw!r}, maitre {m_raw!r}"]
+    problems = []
+    want = framing_rule(case[1], case[2])
+    for impl, raw, closed in (("waitress", w_raw, w.closed), ("maitre", m_raw, m.closed)):
+        if framing_of(raw) != want:
+            problems.append(f"{impl}: framing {framing_of(raw)}, the rule says {want}")
+        if want == "chunked" and not closed:
+            problems.append(f"{impl}: kept the connection after a chunked response")
+    expected = framing_expected_maitre(case, w_raw, w.closed)
+    if (m_raw, m.closed) != expected:
+        problems.append(f"maitre {(m_raw, m.closed)!r}\n    expected {expected!r}\n"
+                        f"    (waitress {(w_raw, w.closed)!r})")
+    return problems
+
+
+@pytest.fixture(scope="module")
+def framing_servers():
+    made = {}
+    try:
+        for impl in ("waitress", "maitre"):
+            made[impl] = _start(impl, app=framing_app)
+        yield {k: h.addr for k, h in made.items()}
+    finally:
+        for h in made.values():
+            h.stop()
+
+
+def test_framing_rule_covers_both_versions():
+    """The cases hold chunked, Content-Length, close-delimited and bodiless responses on each
+    version, with and without ``Connection: close``."""
+    seen = {(framing_rule(path, version), version, conn == "close")
+            for method, path, version, conn in FRAMING_CASES if conn in (None, "close")}
+    for version, framings in (("HTTP/1.1", ("chunked", "length", "none")),
+                              ("HTTP/1.0", ("close", "length", "none"))):
+        for framing in framings:
+            for close in (False, True):
+                assert (framing, version, close) in seen, (framing, version, close)
+
+
+def test_response_framing(framing_servers, capsys):
+    """Every case: the framing the rule gives, on both servers, and maitre's bytes and close equal
+    to Waitress's but for the documented differences. A mismatch is re-run with the slow waits
+    before it counts (as in test_differential)."""
+    def run(cases, waits):
+        with concurrent.futures.ThreadPoolExecutor(WORKERS) as pool:
+            pending = [(case, pool.submit(exchange, framing_servers["waitress"],
+                                          _framing_request(case), waits),
+                        pool.submit(exchange, framing_servers["maitre"],
+                                    _framing_request(case), waits))
+                       for case in cases]
+            return [(case, fw.result(), fm.result()) for case, fw, fm in pending]
+
+    retry = [case for case, w, m in run(FRAMING_CASES, FAST) if _framing_problems(case, w, m)]
+    failures = []
+    for case, w, m in run(retry, SLOW) if retry else []:
+        problems = _framing_problems(case, w, m)
+        if problems:
+            failures.append(f"{' '.join(str(x) for x in case)}:\n  " + "\n  ".join(problems))
+    with capsys.disabled():
+        print(f"\nresponse framing: {len(FRAMING_CASES)} cases, {len(retry)} re-run slowly, "
+              f"{len(failures)} failed")
+    assert not failures, f"{len(failures)} of {len(FRAMING_CASES)} cases:\n" + "\n".join(failures)

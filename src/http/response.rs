@@ -22,7 +22,9 @@ pub struct HeadSpec<'a> {
     pub request_close: bool,
     /// The request said `Connection: keep-alive` (lower-cased, exact).
     pub request_keep_alive: bool,
-    /// The connection closes whatever the response says (TE + CL on an HTTP/1.1 request).
+    /// The connection closes after this response whatever the request asked: TE + CL on an
+    /// HTTP/1.1 request, or an app whose body is known to fall short of its Content-Length before
+    /// the head goes out.
     pub force_close: bool,
     /// The `Server` header value; None leaves it out.
     pub ident: Option<&'a str>,
@@ -85,8 +87,11 @@ pub fn capitalize_name(name: &str) -> Cow<'_, str> {
 }
 
 /// Builds the head. Decides, as Waitress does: HTTP/1.0 keeps the connection only for a
-/// keep-alive request with a Content-Length; HTTP/1.1 without a Content-Length is chunked (when a
-/// body is allowed) and always closes.
+/// keep-alive request with a Content-Length, and is never chunked; HTTP/1.1 without a
+/// Content-Length is chunked (when a body is allowed) and always closes. Chunking does not depend
+/// on closing: a 1.1 body without a Content-Length is chunked even when the connection closes
+/// after it anyway (`Connection: close`), so that the client can tell a complete body from a cut
+/// one.
 pub fn build_head(spec: &HeadSpec<'_>) -> Result<Head, NotLatin1> {
     build_head_in(spec, Vec::new())
 }
@@ -127,35 +132,30 @@ pub fn build_head_in(spec: &HeadSpec<'_>, bytes: Vec<u8>) -> Result<Head, NotLat
     }
     let has_cl = cl_header.is_some_and(|v| !v.is_empty());
     let mut close = false;
-    let mut say_close = false;
     let mut chunked = false;
     match spec.version {
         Version::Http10 => {
-            if spec.request_keep_alive && has_cl {
+            if spec.request_keep_alive && has_cl && !spec.force_close {
                 out.push((Cow::Borrowed("Connection"), "Keep-Alive"));
             } else {
-                say_close = true;
+                close = true;
             }
         }
         Version::Http11 => {
-            if conn_header == Some(true) {
-                close = true;
-            } else if spec.request_close || spec.force_close {
-                say_close = true;
-            } else if !has_cl {
+            if !has_cl {
                 if has_body {
                     out.push((Cow::Borrowed("Transfer-Encoding"), "chunked"));
                     chunked = true;
                 }
-                say_close = true;
+                close = true;
+            } else if spec.request_close || spec.force_close || conn_header == Some(true) {
+                close = true;
             }
         }
     }
-    if say_close {
-        if conn_header.is_none() {
-            out.push((Cow::Borrowed("Connection"), "close"));
-        }
-        close = true;
+    // Said once: an app's own Connection header (none can pass start_response) is left alone.
+    if close && conn_header.is_none() {
+        out.push((Cow::Borrowed("Connection"), "close"));
     }
     if !server_set {
         if let Some(ident) = spec.ident {
@@ -414,6 +414,56 @@ mod tests {
         s.force_close = true;
         let head = build_head(&s).unwrap();
         assert!(head.close && text(&head).contains("Connection: close\r\n"));
+    }
+
+    #[test]
+    fn http11_close_without_length_is_still_chunked() {
+        let none = h(&[]);
+        for (request_close, force_close) in [(true, false), (false, true), (true, true)] {
+            let mut s = spec(Version::Http11, "200 OK", &none);
+            s.request_close = request_close;
+            s.force_close = force_close;
+            let head = build_head(&s).unwrap();
+            assert!(head.chunked && head.close);
+            assert_eq!(
+                text(&head),
+                "HTTP/1.1 200 OK\r\nConnection: close\r\nDate: Sun, 22 Nov 2026 04:15:48 GMT\r\n\
+                 Server: maitre\r\nTransfer-Encoding: chunked\r\n\r\n"
+            );
+        }
+        // An empty Content-Length value frames nothing: chunked, as Waitress (`not ""`).
+        let empty = h(&[("Content-Length", "")]);
+        let mut s = spec(Version::Http11, "200 OK", &empty);
+        s.request_close = true;
+        let head = build_head(&s).unwrap();
+        assert!(head.chunked && head.close);
+        // HTTP/1.0 is never chunked, closing or not.
+        for (request_close, request_keep_alive) in [(true, false), (false, true), (false, false)] {
+            let mut s = spec(Version::Http10, "200 OK", &none);
+            s.request_close = request_close;
+            s.request_keep_alive = request_keep_alive;
+            let head = build_head(&s).unwrap();
+            assert!(!head.chunked && head.close);
+            assert!(!text(&head).contains("Transfer-Encoding"));
+        }
+        // No body allowed: neither chunked nor a Content-Length, and closed.
+        let mut s = spec(Version::Http11, "204 No Content", &none);
+        s.request_close = true;
+        let head = build_head(&s).unwrap();
+        assert!(!head.chunked && head.close && !text(&head).contains("Transfer-Encoding"));
+    }
+
+    #[test]
+    fn force_close_overrides_http10_keep_alive() {
+        let hs = h(&[("Content-Length", "5")]);
+        let mut s = spec(Version::Http10, "200 OK", &hs);
+        s.request_keep_alive = true;
+        s.force_close = true;
+        let head = build_head(&s).unwrap();
+        let t = text(&head);
+        assert!(head.close && !head.chunked, "{t}");
+        assert_eq!(t.matches("Connection:").count(), 1, "{t}");
+        assert!(t.contains("Connection: close\r\n"), "{t}");
     }
 
     #[test]

@@ -59,6 +59,9 @@ pub struct Response {
     wrote_header: bool,
     chunked: bool,
     close_on_finish: bool,
+    /// Body bytes counted against the Content-Length: those within it (sent, or withheld on HEAD)
+    /// and those dropped for a bodiless status. Bytes sent chunked, or unframed before any
+    /// Content-Length was known, are not counted (as in Waitress).
     written: u64,
     logged_excess: bool,
     logged_no_body: bool,
@@ -209,7 +212,9 @@ impl Response {
             content_length: self.content_length,
             request_close: self.req_close,
             request_keep_alive: self.req_keep_alive,
-            force_close: self.force_close,
+            // close_on_finish before the head: the app's body fell short of its Content-Length
+            // with nothing sent yet (`check_length`), which the head must announce.
+            force_close: self.force_close || self.close_on_finish,
             ident: self.ctx.ident.as_deref(),
             date: now.as_str(),
         };
@@ -310,7 +315,8 @@ impl Response {
                     n += 1;
                 }
             } else if !self.head_request {
-                self.written += data.len() as u64;
+                // Not counted in `written`, which counts against a Content-Length: one may still
+                // come (a one-item app_iter after write()), and it frames only what follows.
                 parts[n] = data;
                 data_at = Some(n);
                 n += 1;
