@@ -296,3 +296,46 @@ def test_rust_panic_in_event_loop(tmp_path, monkeypatch, test_hooks, busy):
             slow.close()
     finally:
         srv.kill()
+
+
+def _returns_while_its_thread_writes(environ, start_response):
+    """Starts a thread that writes a large body through ``write()`` and returns without waiting
+    for it; other paths answer ``ok <path>``."""
+    import threading
+
+    path = environ["PATH_INFO"]
+    if path != "/orphan-write":
+        body = f"ok {path}".encode()
+        start_response("200 OK", [("Content-Length", str(len(body)))])
+        return [body]
+    write = start_response("200 OK", [("Content-Type", "application/octet-stream")])
+
+    def pump():
+        try:
+            for _ in range(200):
+                write(b"x" * 65536)
+        except Exception:  # noqa: BLE001, S110 (the connection is closed under it: expected)
+            pass
+
+    threading.Thread(target=pump, daemon=True).start()
+    time.sleep(0.5)  # the thread is blocked in write(): the client reads nothing
+    return []
+
+
+@pytest.mark.skipif(IS_WAITRESS, reason="Waitress has no such guard")
+def test_app_returns_while_its_thread_is_in_write(tmp_path):
+    """An app that returns while a thread of its own is still inside write(): an ERROR line and
+    a closed connection, never a panic; the server keeps serving."""
+    h = start_logged(_returns_while_its_thread_writes, tmp_path / "server.log", threads=2,
+                     outbuf_high_watermark=65536)
+    try:
+        s = socket.create_connection(h.addr, timeout=5)
+        s.sendall(b"GET /orphan-write HTTP/1.1\r\nHost: x\r\n\r\n")
+        msg = "the application returned while another thread was still in write()"
+        assert wait_until(lambda: msg in h.log(), 10), h.log()
+        s.close()
+        assert_serving(h)
+        log = h.log()
+        assert "ERROR" in log and "anic" not in log, log
+    finally:
+        h.stop()

@@ -200,7 +200,21 @@ fn serve(py: Python<'_>, ctx: &Arc<Ctx>, conn: &Arc<Conn>, head: &mut RequestHea
     };
     sr.borrow_mut(py).begin(resp, write.clone_ref(py));
     let result = run_app(py, ctx, &environ, &sr);
-    let mut resp = sr.borrow_mut(py).take();
+    let taken = sr.try_borrow_mut(py).map(|mut sr| sr.take());
+    let Ok(mut resp) = taken else {
+        // The app returned while a thread of its own is still inside `write()` (which lets go
+        // of the GIL while the socket drains): the response cannot be finished in order. Neither
+        // object is reused; the connection closes once that write is done with it.
+        let path = String::from_utf8_lossy(&head.path);
+        ctx.log(
+            py,
+            LOG_ERROR,
+            &format!(
+                "Exception while serving {path}: the application returned while another thread was still in write()"
+            ),
+        );
+        return Outcome::Close;
+    };
     // Kept for the next request only if nothing else holds either object (the app did not keep
     // `start_response` or `write`): the write method's reference to `sr` and ours.
     if sr.get_refcnt(py) == 2 && write.get_refcnt(py) == 1 {
