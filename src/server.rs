@@ -51,6 +51,46 @@ fn get<'py, T: FromPyObject<'py>>(config: &Bound<'py, PyDict>, key: &str) -> PyR
         .extract()
 }
 
+/// A size or count setting: an int of 0 or more (one too large for this machine is as good as
+/// no limit). A negative one is refused with a message naming the setting.
+fn size<T: TryFrom<u64> + Bounded>(config: &Bound<'_, PyDict>, key: &str) -> PyResult<T> {
+    let value = config
+        .get_item(key)?
+        .ok_or_else(|| PyValueError::new_err(format!("missing engine setting {key}")))?;
+    if let Ok(n) = value.extract::<u64>() {
+        return Ok(T::try_from(n).unwrap_or(T::MAX));
+    }
+    if value.lt(0)? {
+        return Err(PyValueError::new_err(format!("{key} must be 0 or more, not {value}")));
+    }
+    // An int beyond u64 (or not an int at all: the extraction's own error).
+    value.downcast::<pyo3::types::PyInt>()?;
+    Ok(T::MAX)
+}
+
+/// The largest value of a size type.
+trait Bounded {
+    const MAX: Self;
+}
+
+impl Bounded for usize {
+    const MAX: usize = usize::MAX;
+}
+
+impl Bounded for u64 {
+    const MAX: u64 = u64::MAX;
+}
+
+/// A time setting in seconds as a Duration: negative or NaN is zero, and anything beyond a
+/// century is a century (so that deadlines computed from it never overflow).
+fn seconds(value: f64) -> Duration {
+    const CENTURY: f64 = 100.0 * 365.25 * 86_400.0;
+    if value.is_nan() || value <= 0.0 {
+        return Duration::ZERO;
+    }
+    Duration::from_secs_f64(value.min(CENTURY))
+}
+
 /// The proxy-header rules, or None when no proxy is trusted and nothing is cleared or logged.
 fn proxy_config(config: &Bound<'_, PyDict>) -> PyResult<Option<ProxyConfig>> {
     let trusted_proxy: Option<String> = get(config, "trusted_proxy")?;
@@ -111,7 +151,7 @@ impl Engine {
             proxy: proxy_config(config)?,
             url_scheme_str: get(config, "url_scheme")?,
             server_port_strs: listeners.iter().map(|(_, _, port, _)| port.clone()).collect(),
-            outbuf_high_watermark: get(config, "outbuf_high_watermark")?,
+            outbuf_high_watermark: size(config, "outbuf_high_watermark")?,
             url_prefix: url_prefix.chars().map(|c| c as u32 as u8).collect(),
             script_name: PyString::new(py, &url_prefix).unbind(),
             server_name: PyString::new(py, &get::<String>(config, "server_name")?).unbind(),
@@ -131,25 +171,26 @@ impl Engine {
             test_panic_path: std::env::var_os("MAITRE_TEST_PANIC_PATH").map(|p| p.into_encoded_bytes()),
         };
         ctx.environ_base = crate::wsgi::environ::bases(py, &ctx)?;
-        let secs = |v: f64| Duration::from_secs_f64(v.max(0.0));
         let loop_config = LoopConfig {
             limits: Limits {
-                max_request_header_size: get(config, "max_request_header_size")?,
-                max_request_body_size: get(config, "max_request_body_size")?,
-                inbuf_overflow: get(config, "inbuf_overflow")?,
+                max_request_header_size: size(config, "max_request_header_size")?,
+                max_request_body_size: size(config, "max_request_body_size")?,
+                inbuf_overflow: size(config, "inbuf_overflow")?,
             },
-            recv_bytes: get(config, "recv_bytes")?,
-            connection_limit: get(config, "connection_limit")?,
-            channel_timeout: secs(get(config, "channel_timeout")?),
-            cleanup_interval: secs(get::<f64>(config, "cleanup_interval")?.max(0.05)),
+            // Bytes asked of each read; the read buffer is this large (at least 1 KiB), so a
+            // value beyond 16 MiB is taken as 16 MiB.
+            recv_bytes: size::<usize>(config, "recv_bytes")?.min(16 << 20),
+            connection_limit: size(config, "connection_limit")?,
+            channel_timeout: seconds(get(config, "channel_timeout")?),
+            cleanup_interval: seconds(get::<f64>(config, "cleanup_interval")?.max(0.05)),
             ident,
-            outbuf_overflow: get(config, "outbuf_overflow")?,
-            shutdown_timeout: secs(get(config, "shutdown_timeout")?),
+            outbuf_overflow: size(config, "outbuf_overflow")?,
+            shutdown_timeout: seconds(get(config, "shutdown_timeout")?),
         };
         Ok(Engine {
             listeners: fds,
             ctx: Arc::new(ctx),
-            threads: get(config, "threads")?,
+            threads: size(config, "threads")?,
             loop_config,
             notifier: Mutex::new(None),
             closed: AtomicBool::new(false),

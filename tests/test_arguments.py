@@ -503,3 +503,38 @@ def test_deprecated_arguments_warn_but_work(spawn):
     spawn(make_app(), listen=f"127.0.0.1:{port}", send_bytes="9000", asyncore_loop_timeout="5",
           asyncore_use_poll="true")
     assert get(("127.0.0.1", port), "/d").status == 200
+
+
+# -- maitre's own: shutdown_timeout; extreme values never panic ------------------------------------
+@pytest.mark.skipif(IMPL == "waitress", reason="maitre's own argument")
+def test_shutdown_timeout_flag_and_casts(runner):
+    rc, calls = _run(runner, ["--shutdown-timeout=2.5", "json:dumps"])
+    assert rc == 0 and calls[0][1] == {"shutdown_timeout": "2.5"}
+    from maitre.adjustments import Adjustments
+
+    assert Adjustments(shutdown_timeout="2.5").shutdown_timeout == 2.5
+    assert Adjustments(shutdown_timeout=0).shutdown_timeout == 0.0
+    assert Adjustments().shutdown_timeout == 5.0
+    for bad in ("-1", "abc", float("nan")):
+        with pytest.raises(ValueError):
+            Adjustments(shutdown_timeout=bad)
+
+
+@pytest.mark.skipif(IMPL == "waitress", reason="maitre's engine settings")
+@pytest.mark.parametrize("kw", [
+    {"channel_timeout": 10**30}, {"cleanup_interval": 10**30}, {"shutdown_timeout": "inf"},
+    {"outbuf_overflow": 10**30}, {"max_request_body_size": 10**30}, {"recv_bytes": 10**12},
+    {"threads": 0},
+], ids=lambda kw: next(iter(kw)))
+def test_extreme_values_start_a_server(kw):
+    """Huge values mean "no limit" (never a PanicException from the engine)."""
+    srv = impl().create_server(lambda e, s: [], host="127.0.0.1", port=0, **kw)
+    srv.close()
+
+
+@pytest.mark.skipif(IMPL == "waitress", reason="Waitress accepts them and fails later")
+@pytest.mark.parametrize("name", ["recv_bytes", "connection_limit", "max_request_body_size",
+                                  "outbuf_overflow", "threads"])
+def test_negative_sizes_are_refused_by_name(name):
+    with pytest.raises(ValueError, match=f"{name} must be 0 or more, not -5"):
+        impl().create_server(lambda e, s: [], host="127.0.0.1", port=0, **{name: -5})
