@@ -186,7 +186,7 @@ def measure(args, app, tools):
         if proc.poll() is not None:
             raise RuntimeError(f"server exited with code {proc.returncode}")
         return requests, ir
-    except BaseException:
+    except Exception:
         try:
             with open(log_path, encoding="utf-8", errors="replace") as f:
                 tail = f.read()[-3000:]
@@ -202,9 +202,12 @@ def measure(args, app, tools):
 
 def describe(python):
     """Where the given Python imports maitre's extension from (to show what was measured)."""
-    r = subprocess.run([python, "-c", "import maitre._core as c; print(c.__file__)"],
-                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=HERE,
-                       timeout=60, check=False)
+    try:
+        r = subprocess.run([python, "-c", "import maitre._core as c; print(c.__file__)"],
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=HERE,
+                           timeout=60, check=False)
+    except OSError as e:
+        sys.exit(f"cannot run {python}: {e}")
     out = r.stdout.decode("utf-8", "replace").strip()
     if r.returncode != 0:
         sys.exit(f"{python} cannot import maitre._core:\n{out}")

@@ -17,6 +17,7 @@ import json
 import os
 import resource
 import select
+import signal
 import socket
 import struct
 import subprocess
@@ -259,12 +260,24 @@ def cli_command():
     return [script] if os.path.exists(script) else [sys.executable, "-m", IMPL]
 
 
+def _sigint_as_in_a_terminal():
+    """A shell starts background jobs with SIGINT ignored, and a child inherits that through
+    exec (then Python leaves it ignored, and so would the server under test). Handled here, the
+    server starts with it at its default instead, as in a terminal."""
+    import threading
+
+    main = threading.current_thread() is threading.main_thread()
+    if main and signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
 class CliServer:
     """A ``maitre-serve`` process; stderr is collected by a reader thread."""
 
     def __init__(self, args, cwd, timeout=15.0):
         import threading
 
+        _sigint_as_in_a_terminal()
         self.proc = subprocess.Popen(cli_command() + list(args), cwd=str(cwd),
                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         self.lines = []
