@@ -430,17 +430,25 @@ def test_flag_errors(runner, capsys, argv, message):
 
 
 def test_flag_bad_value_reaches_adjustments(runner):
-    # serve() casts: a bad value is Waitress's uncaught ValueError, before anything binds.
-    with pytest.raises(ValueError, match=re.escape("invalid literal for int() with base 10: 'abc'")):
-        runner.run([f"{IMPL}-serve", "--threads=abc", "json:dumps"])
+    # serve() casts: a bad value is Waitress's uncaught ValueError, before anything binds;
+    # maitre-serve reports it as a message (a deliberate difference).
+    if IMPL == "waitress":
+        with pytest.raises(ValueError, match=re.escape("invalid literal for int() with base 10")):
+            runner.run([f"{IMPL}-serve", "--threads=abc", "json:dumps"])
+    else:
+        assert runner.run([f"{IMPL}-serve", "--threads=abc", "json:dumps"]) == 1
 
 
 def test_cli_bad_value_exit_code(tmp_path):
     proc = subprocess.run([sys.executable, "-m", IMPL, "--port=http0", "json:dumps"],
                           cwd=str(tmp_path), capture_output=True, timeout=30, check=False)
     err = proc.stderr.decode()
-    assert "Traceback (most recent call last)" in err
-    assert err.rstrip().endswith("ValueError: invalid literal for int() with base 10: 'http0'")
+    message = "invalid literal for int() with base 10: 'http0'"
+    if IMPL == "waitress":
+        assert "Traceback (most recent call last)" in err
+        assert err.rstrip().endswith(f"ValueError: {message}")
+    else:
+        assert err.startswith(f"Error: {message}\n") and "Traceback" not in err, err
     # python -m waitress ignores the runner's result and exits 0 even on errors; here the
     # exception escapes, which is exit 1 in both.
     assert proc.returncode == 1
@@ -524,7 +532,7 @@ def test_shutdown_timeout_flag_and_casts(runner):
 @pytest.mark.parametrize("kw", [
     {"channel_timeout": 10**30}, {"cleanup_interval": 10**30}, {"shutdown_timeout": "inf"},
     {"outbuf_overflow": 10**30}, {"max_request_body_size": 10**30}, {"recv_bytes": 10**12},
-    {"threads": 0},
+    {"connection_limit": 10**30}, {"threads": 1},
 ], ids=lambda kw: next(iter(kw)))
 def test_extreme_values_start_a_server(kw):
     """Huge values mean "no limit" (never a PanicException from the engine)."""
@@ -533,8 +541,65 @@ def test_extreme_values_start_a_server(kw):
 
 
 @pytest.mark.skipif(IMPL == "waitress", reason="Waitress accepts them and fails later")
-@pytest.mark.parametrize("name", ["recv_bytes", "connection_limit", "max_request_body_size",
-                                  "outbuf_overflow", "threads"])
-def test_negative_sizes_are_refused_by_name(name):
-    with pytest.raises(ValueError, match=f"{name} must be 0 or more, not -5"):
-        impl().create_server(lambda e, s: [], host="127.0.0.1", port=0, **{name: -5})
+@pytest.mark.parametrize("name,value,message", [
+    ("threads", 0, "threads must be at least 1, not 0"),
+    ("connection_limit", 0, "connection_limit must be at least 1, not 0"),
+    ("recv_bytes", -5, "recv_bytes must be at least 1, not -5"),
+    ("max_request_body_size", -5, "max_request_body_size must be 0 or more, not -5"),
+    ("outbuf_overflow", -5, "outbuf_overflow must be 0 or more, not -5"),
+    ("port", 99999, "port must be between 0 and 65535, not 99999"),
+    ("listen", "127.0.0.1:70000", "port must be between 0 and 65535, not 70000"),
+])
+def test_out_of_range_values_are_refused_by_name(name, value, message):
+    kw = {name: value} if name in ("port", "listen") else {name: value, "host": "127.0.0.1",
+                                                             "port": 0}
+    with pytest.raises(ValueError, match=re.escape(message)):
+        impl().create_server(lambda e, s: [], **kw)
+
+
+def _cli(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", IMPL, *args], capture_output=True, text=True,
+                          timeout=30, check=False, cwd=cwd)
+
+
+@pytest.mark.skipif(IMPL == "waitress", reason="waitress-serve prints a traceback")
+@pytest.mark.parametrize("flag,message", [
+    ("--threads=0", "threads must be at least 1, not 0"),
+    ("--port=99999", "port must be between 0 and 65535, not 99999"),
+    ("--listen=127.0.0.1:65536", "port must be between 0 and 65535, not 65536"),
+    ("--connection-limit=0", "connection_limit must be at least 1, not 0"),
+    ("--recv-bytes=0", "recv_bytes must be at least 1, not 0"),
+    ("--threads=many", "invalid literal for int() with base 10: 'many'"),
+    ("--shutdown-timeout=-1", "must be a number of seconds, 0 or more: '-1'"),
+])
+def test_cli_bad_values_are_a_message(flag, message):
+    """A bad value: `Error: ...` and the usage line on stderr, exit 1, no traceback."""
+    proc = _cli(flag, "json:dumps")
+    assert proc.returncode == 1, proc
+    assert proc.stderr.startswith(f"Error: {message}\n"), proc.stderr
+    assert "Usage: python -m maitre [OPTS] MODULE:OBJECT" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.skipif(IMPL == "waitress", reason="maitre's own flag")
+def test_cli_version_matches_the_package():
+    import maitre
+
+    proc = _cli("--version")
+    assert proc.returncode == 0 and proc.stdout == f"maitre {maitre.__version__}\n", proc
+    with open(os.path.join(os.path.dirname(__file__), "..", "pyproject.toml")) as f:
+        pyproject = f.read()
+    version = re.search(r'^version = "([^"]+)"', pyproject, re.MULTILINE).group(1)
+    assert version == maitre.__version__
+
+
+@pytest.mark.skipif(IMPL == "waitress", reason="python -m waitress says __main__.py")
+def test_python_m_help_names_the_program():
+    proc = _cli("--help")
+    assert proc.returncode == 0
+    assert proc.stdout.startswith("Usage:\n\n    python -m maitre [OPTS] MODULE:OBJECT"), proc.stdout
+    # The flags that do nothing in maitre say so.
+    for flag in ("--send-bytes", "--asyncore-loop-timeout", "--asyncore-use-poll",
+                 "--log-socket-errors", "--channel-request-lookahead"):
+        text = proc.stdout.split(flag[2:], 1)[1].split("\n\n", 1)[0]
+        assert "no effect in maitre" in " ".join(text.split()), (flag, text)

@@ -5,7 +5,10 @@ import traceback
 
 from .server import create_server
 
-__all__ = ["create_server", "serve", "serve_paste"]
+__all__ = ["__version__", "create_server", "serve", "serve_paste"]
+
+# The package's version (pyproject.toml's; a test checks that they agree).
+__version__ = "0.1.0"
 
 
 def serve(app, **kw):

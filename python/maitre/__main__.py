@@ -5,4 +5,5 @@ import sys
 from maitre.runner import run
 
 if __name__ == "__main__":
-    sys.exit(run())
+    # The program is named as it was run, in --help and error messages.
+    sys.exit(run(["python -m maitre"] + sys.argv[1:]))

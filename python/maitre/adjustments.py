@@ -248,9 +248,25 @@ class Adjustments:
         if not isinstance(self.host, _str_marker) or not isinstance(self.port, _int_marker):
             self.listen = [f"{self.host}:{self.port}"]
 
+        self._check_ranges()
         self.listen = self._resolve_listen()
         self._check_proxy_settings()
         self.check_sockets(self.sockets)
+
+    def _check_ranges(self):
+        """Values Waitress accepts and then misbehaves with (no thread to serve, a server that
+        never accepts, reads of no bytes) are refused by name."""
+        for name in ("threads", "connection_limit", "recv_bytes"):
+            value = getattr(self, name)
+            if value < 1:
+                raise ValueError(f"{name} must be at least 1, not {value}")
+
+    @staticmethod
+    def _check_port(port):
+        """A numeric port must fit in 16 bits (Waitress lets 99999 wrap around to 34463)."""
+        text = str(port).strip()
+        if text.isdigit() and int(text) > 65535:
+            raise ValueError(f"port must be between 0 and 65535, not {text}")
 
     @staticmethod
     def _check_exclusive(kw):
@@ -298,6 +314,7 @@ class Adjustments:
         seen = []
         for entry in self.listen:
             host, port = self._split_listen_entry(entry)
+            self._check_port(port)
 
             if WIN:  # pragma: no cover
                 try:
@@ -370,7 +387,7 @@ class Adjustments:
         """Turn command-line arguments into ``(kw, args)``. Values are left as
         strings (booleans as ``"true"``/``"false"``) for ``__init__`` to cast;
         ``kw`` always holds ``help`` and ``call``. Raises getopt.GetoptError."""
-        long_opts = ["help", "call"]
+        long_opts = ["help", "call", "version"]
         for name, cast in cls._params:
             opt = name.replace("_", "-")
             if cast is asbool:
@@ -386,7 +403,7 @@ class Adjustments:
                 kw["listen"] = f"{kw.get('listen', '')} {value}"
             elif param.startswith("no_"):
                 kw[param[3:]] = "false"
-            elif param in ("help", "call"):
+            elif param in ("help", "call", "version"):
                 kw[param] = True
             elif cls._param_map[param] is asbool:
                 kw[param] = "true"

@@ -7,7 +7,7 @@ import os
 import pkgutil
 import sys
 
-from maitre import serve
+from maitre import __version__, serve
 from maitre.adjustments import Adjustments
 from maitre.utilities import logger
 
@@ -20,6 +20,9 @@ Standard options:
 
     --help
         Print this help and exit.
+
+    --version
+        Print maitre's version and exit.
 
     --call
         Call MODULE:OBJECT with no arguments and serve the WSGI application
@@ -131,8 +134,8 @@ Tuning options:
         Number of bytes read from a socket at a time. The default is 8192.
 
     --send-bytes=INT
-        Deprecated; accepted for compatibility. Output is flushed once this
-        many bytes are buffered. The default is 1.
+        Deprecated; accepted for compatibility, no effect in maitre (output
+        is sent as the application produces it). The default is 1.
 
     --outbuf-overflow=INT
         Pending output larger than this many bytes is kept in a temporary
@@ -161,8 +164,8 @@ Tuning options:
         received from or sent to the client.
 
     --[no-]log-socket-errors
-        Turn logging of socket errors and premature client disconnects on
-        or off. On by default.
+        Accepted for compatibility, no effect in maitre (socket errors of
+        clients are never logged). On by default.
 
     --max-request-header-size=INT
         Largest size of the request line and headers together, in bytes.
@@ -177,16 +180,18 @@ Tuning options:
         exception to the client. Off by default.
 
     --asyncore-loop-timeout=INT
-        Event loop timeout in seconds. The default is 1.
+        Accepted for compatibility, no effect in maitre (its event loop is
+        epoll). The default is 1.
 
     --[no-]asyncore-use-poll
-        Use poll() rather than select() in the event loop. Accepted for
-        compatibility. Off by default.
+        Accepted for compatibility, no effect in maitre (its event loop is
+        epoll). Off by default.
 
     --channel-request-lookahead=INT
-        Number of further requests to read from a connection while one of
-        its requests is being processed, which lets the application notice
-        a client that has disconnected. The default is 0.
+        Accepted for compatibility, no effect in maitre: it always reads
+        ahead on a connection while one of its requests is processed, which
+        lets the application notice a client that has disconnected. The
+        default is 0.
 
     --shutdown-timeout=SECONDS
         On SIGTERM or Ctrl-C, stop accepting at once and wait at most this
@@ -215,6 +220,12 @@ def show_exception(stream):
         print("It had no arguments.", file=stream)
 
 
+def show_usage_error(stream, name, error):
+    """A bad value: the message and the usage line, not the whole help."""
+    print(f"Error: {error}\n", file=stream)
+    print(f"Usage: {name} [OPTS] MODULE:OBJECT   (see {name} --help)", file=stream)
+
+
 def run(argv=sys.argv, _serve=serve):
     """Run ``maitre-serve`` with ``argv``; return the exit code."""
     name = os.path.basename(argv[0])
@@ -229,6 +240,10 @@ def run(argv=sys.argv, _serve=serve):
         show_help(sys.stdout, name)
         return 0
 
+    if kw.pop("version", False):
+        print(f"maitre {__version__}")
+        return 0
+
     if len(args) != 1:
         show_help(sys.stderr, name, "Specify one application only")
         return 1
@@ -237,6 +252,8 @@ def run(argv=sys.argv, _serve=serve):
     # root logger and "Serving on ..." would not be shown.
     if logger.level == logging.NOTSET:
         logger.setLevel(logging.INFO)
+
+    call = kw.pop("call")
 
     sys.path.append(os.getcwd())
 
@@ -247,8 +264,14 @@ def run(argv=sys.argv, _serve=serve):
         show_exception(sys.stderr)
         return 1
 
-    if kw.pop("call"):
+    if call:
         app = app()
 
-    _serve(app, **kw)
+    try:
+        _serve(app, **kw)
+    except (ValueError, TypeError) as exc:
+        # A bad value (serve() checks them all before it binds or serves): a message, not
+        # waitress-serve's traceback.
+        show_usage_error(sys.stderr, name, exc)
+        return 1
     return 0
