@@ -129,6 +129,9 @@ pub struct ConnState {
     pub spent: Vec<Box<Request>>,
     /// TCP_NOTSENT_LOWAT is in force on the socket (see `Conn::set_paced`).
     pub paced: bool,
+    /// When a worker last handed the connection back, on the loop's coarse clock
+    /// ([`crate::reactor::Notifier::coarse_now`]; 0: never): how long it has been idle since.
+    pub handed_back: u64,
 }
 
 /// A connection, shared between the event loop and a worker.
@@ -179,6 +182,7 @@ impl Conn {
                 read_paused: false,
                 spent: Vec::new(),
                 paced: true,
+                handed_back: 0,
             }),
             drained: Condvar::new(),
             created: Instant::now(),

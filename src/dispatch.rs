@@ -366,6 +366,8 @@ impl Pool {
     /// Gives the connection back to the event loop; with `close`, to be closed after its output.
     fn finish(&self, conn: &Arc<Conn>, mut st: MutexGuard<'_, ConnState>, close: bool) {
         st.busy = false;
+        // Idle from now on (for the connection limit's choice of whom to close).
+        st.handed_back = self.notifier.coarse_now();
         if close {
             st.close_after_flush = true;
             st.queue.clear();
