@@ -2,7 +2,7 @@
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: setup setup-test system-deps run test lint test-rust test-fuzz test-python bench clean
+.PHONY: setup setup-test system-deps run test lint test-rust test-fuzz test-python stress bench clean
 
 setup:
 	bash scripts/setup.sh
@@ -30,7 +30,7 @@ test-fuzz:
 	bash scripts/fuzz-smoke.sh
 
 test-python:
-	$(PY) -m pytest -q -p no:cacheprovider tests
+	$(PY) -m pytest -q -p no:cacheprovider -m "not stress" tests
 
 system-deps:
 	bash scripts/system-deps.sh
@@ -38,6 +38,11 @@ system-deps:
 # Tests that inject faults fail, rather than skip, when the hooks are missing.
 test: export MAITRE_REQUIRE_TEST_HOOKS = 1
 test: setup-test system-deps lint test-rust test-fuzz test-python
+
+# The latency and throughput bounds (tests marked stress), which need a quiet machine; not part
+# of `make test`.
+stress: setup
+	$(PY) -m pytest -q -p no:cacheprovider -m stress tests
 
 # The full benchmark (about 25 minutes): installs wrk, nginx and the peers (bench/.venv), then
 # rewrites docs/benchmarks.md and docs/bench.png. Options: make bench BENCH_ARGS="--repeat 3".

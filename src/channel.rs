@@ -134,6 +134,9 @@ pub struct ConnState {
     /// The server gave up on the request in progress (the shutdown bound expired) and closed the
     /// connection: the worker's failing writes are not a client disconnect.
     pub abandoned: bool,
+    /// When a worker last handed the connection back, on the loop's coarse clock
+    /// ([`crate::reactor::Notifier::coarse_now`]; 0: never): how long it has been idle since.
+    pub handed_back: u64,
 }
 
 /// `METHOD target` of a request, kept without allocating (the target cut at a fixed length), to
@@ -246,6 +249,7 @@ impl Conn {
                 paced: true,
                 serving: RequestLabel::EMPTY,
                 abandoned: false,
+                handed_back: 0,
             }),
             drained: Condvar::new(),
             created: Instant::now(),

@@ -443,6 +443,8 @@ impl Pool {
     fn finish(&self, conn: &Arc<Conn>, mut st: MutexGuard<'_, ConnState>, close: bool) {
         st.busy = false;
         st.serving.clear();
+        // Idle from now on (for the connection limit's choice of whom to close).
+        st.handed_back = self.notifier.coarse_now();
         if close {
             st.close_after_flush = true;
             st.queue.clear();

@@ -5,7 +5,7 @@ use std::collections::VecDeque;
 use std::io;
 use std::net::Shutdown;
 use std::os::fd::{AsRawFd, RawFd};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -23,6 +23,14 @@ pub const TICK: Duration = Duration::from_millis(100);
 const DRAIN_TICK: Duration = Duration::from_millis(10);
 /// A read buffer larger than this is replaced by a fresh one once it is empty.
 const MAX_IDLE_BUFFER: usize = 64 * 1024;
+/// At the connection limit, a connection idle for at least this long (nothing in progress,
+/// queued or unsent) is closed to make room for a client waiting to be accepted. Long enough
+/// that a client's first request, or its next one on a connection in use, is not raced by the
+/// close; short enough that nobody waits long for a connection that sits unused.
+const EVICT_AFTER: Duration = Duration::from_millis(250);
+/// Connections accepted from one listener in one round at the most; the rest wait for the next
+/// round, so that a flood of new connections does not hold up the other connections' events.
+const ACCEPT_BATCH: usize = 128;
 /// `TCP_NOTSENT_LOWAT` on every TCP connection: the kernel takes output while less than this is
 /// waiting for the peer's window, and the rest waits in the connection's own buffer (sent as the
 /// socket says it is writable). The work of sending each byte is then done by the server as it
@@ -133,6 +141,10 @@ pub struct Notifier {
     draining: AtomicBool,
     /// A signal arrived (Python's wakeup fd was written): its handler should run soon.
     signalled: AtomicBool,
+    /// The loop's coarse clock: milliseconds from `epoch` to the start of its latest round's
+    /// maintenance, for workers to stamp connections with at no cost.
+    clock: AtomicU64,
+    epoch: Instant,
 }
 
 impl Notifier {
@@ -193,6 +205,21 @@ impl Notifier {
     pub fn signal_pending(&self) -> bool {
         self.signalled.load(Ordering::SeqCst)
     }
+
+    /// The loop's coarse clock (as of its latest round; one atomic load). Never 0, which
+    /// stands for "never" in a stamp.
+    pub fn coarse_now(&self) -> u64 {
+        self.clock.load(Ordering::Relaxed)
+    }
+
+    fn set_clock(&self, now: Instant) {
+        let ms = now.saturating_duration_since(self.epoch).as_millis() as u64;
+        self.clock.store(ms + 1, Ordering::Relaxed);
+    }
+
+    fn coarse_instant(&self, stamp: u64) -> Instant {
+        self.epoch + Duration::from_millis(stamp.saturating_sub(1))
+    }
 }
 
 /// The loop's private per-connection data.
@@ -221,6 +248,29 @@ impl Entry {
             return false;
         }
         !short_read || to_the_end
+    }
+
+    /// If the connection is idle (no request in progress, nothing queued, unsent or owed, not
+    /// closing), since when: its last read or flush, or when a worker last handed it back.
+    fn idle_since(&self, notifier: &Notifier) -> Option<Instant> {
+        if self.read_done || self.paused || self.filled > 0 || self.reader.in_body() || self.reader.is_failed() {
+            return None;
+        }
+        let st = self.conn.lock();
+        if st.busy
+            || st.closed
+            || st.close_after_flush
+            || st.eof
+            || st.error.is_some()
+            || !st.queue.is_empty()
+            || !st.out.is_empty()
+        {
+            return None;
+        }
+        match st.handed_back {
+            0 => Some(self.last_activity),
+            ms => Some(self.last_activity.max(notifier.coarse_instant(ms))),
+        }
     }
 }
 
@@ -253,8 +303,20 @@ pub struct Reactor {
     drain_deadline: Option<Instant>,
     /// accept() failed for lack of resources: retry on the next tick.
     accept_retry: bool,
-    /// The connection count dropped below the limit: accept again at the end of this round.
+    /// Accept again at the end of this round (the connection count dropped below the limit, or a
+    /// batch was cut short); the round does not wait for events then.
     accept_resume: bool,
+    /// At the limit, connections that a client waits for: idle ones, the idle longest last,
+    /// found when room was first needed in an accept batch (and dropped at its end).
+    idle: Vec<(Instant, usize)>,
+    /// At the limit, a look found nothing to close: do not look again before the next tick.
+    full: bool,
+    /// The "reached the connection limit" warning was logged: the next drop below it says so.
+    limit_warned: bool,
+    /// Connections closed to make room since the last report (see `cleanup`).
+    evicted: u64,
+    /// How long a connection must have been idle to be closed to make room ([`EVICT_AFTER`]).
+    evict_after: Duration,
     events: Events,
     /// Connections closed this round, whose sockets are let go at its end.
     closed: Vec<Arc<Conn>>,
@@ -300,6 +362,8 @@ impl Reactor {
                 abort: AtomicBool::new(false),
                 draining: AtomicBool::new(false),
                 signalled: AtomicBool::new(false),
+                clock: AtomicU64::new(1),
+                epoch: Instant::now(),
             }),
             log,
             config,
@@ -309,6 +373,11 @@ impl Reactor {
             drain_deadline: None,
             accept_retry: false,
             accept_resume: false,
+            idle: Vec::new(),
+            full: false,
+            limit_warned: false,
+            evicted: 0,
+            evict_after: EVICT_AFTER,
             events: Events::with_capacity(1024),
             closed: Vec::new(),
             last_tick: Instant::now(),
@@ -362,7 +431,7 @@ impl Reactor {
         // Workers wake the loop for their messages only while it waits for events; a message
         // queued before this point is seen here and the wait skipped.
         self.notifier.polling.store(true, Ordering::SeqCst);
-        let timeout = if self.notifier.has_msgs() {
+        let timeout = if self.notifier.has_msgs() || self.accept_resume {
             Duration::ZERO
         } else {
             timeout
@@ -407,16 +476,19 @@ impl Reactor {
     /// The rest of a round, after the events: messages, maintenance, stopping.
     fn after_events(&mut self) -> io::Result<bool> {
         self.drain_msgs();
-        while std::mem::take(&mut self.accept_resume) && self.accepting {
+        if std::mem::take(&mut self.accept_resume) {
             self.accept_every_listener();
         }
         if self.notifier.abort.load(Ordering::SeqCst) {
             return Ok(false);
         }
         let now = Instant::now();
+        self.notifier.set_clock(now);
         if now.duration_since(self.last_tick) >= TICK {
             self.last_tick = now;
-            if self.accept_retry && self.accepting {
+            if self.accept_retry || !self.accepting {
+                // A failed accept, or at the limit: whether a waiting client can be let in now.
+                self.full = false;
                 self.accept_every_listener();
             }
         }
@@ -547,7 +619,20 @@ impl Reactor {
         // The sockets of connections closed this round go first: never more open descriptors
         // than `connection_limit`.
         self.release_closed();
-        while self.accepting {
+        let mut budget = ACCEPT_BATCH;
+        loop {
+            if budget == 0 {
+                // The rest in the next round, after the other connections' events.
+                self.accept_resume = true;
+                break;
+            }
+            if !self.accepting {
+                if !self.make_room(index) {
+                    break;
+                }
+                self.release_closed();
+            }
+            budget -= 1;
             let accepted = match &self.listeners[index] {
                 Listener::Tcp(l) => l.accept().map(|(s, addr)| {
                     // TCP_NODELAY and TCP_NOTSENT_LOWAT come from the listener.
@@ -574,18 +659,72 @@ impl Reactor {
                     self.accept_retry = false;
                     self.add_conn(stream, peer, index)
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 // A client gone before accept() finished (CVE-2024-49769) or a transient error:
                 // nothing was added; try the next one.
                 Err(e) if matches!(e.kind(), io::ErrorKind::ConnectionAborted | io::ErrorKind::Interrupted) => {}
                 Err(e) => {
-                    // EMFILE and friends: stop this round; the next event or tick retries.
-                    self.log
-                        .log(LOG_WARNING, &format!("server accept() threw an exception: {e}"));
-                    return;
+                    // EMFILE and friends: stop this round; the next tick retries (no new
+                    // readiness edge comes for the connections already waiting). Logged once
+                    // until an accept succeeds again.
+                    if !std::mem::replace(&mut self.accept_retry, true) {
+                        self.log
+                            .log(LOG_WARNING, &format!("server accept() threw an exception: {e}"));
+                    }
+                    break;
                 }
             }
         }
+        self.idle.clear();
+    }
+
+    /// At the connection limit: if a client waits on listener `index`, closes the connection
+    /// idle longest (for at least `evict_after`) to make room for it, as nginx reuses idle
+    /// connections. Returns whether it did. With nothing to close, warns (once until the count
+    /// drops below the limit again) and leaves the client waiting in the backlog; the next tick
+    /// looks again.
+    fn make_room(&mut self, index: usize) -> bool {
+        if self.drain_deadline.is_some() || self.full || !has_pending(&self.listeners[index]) {
+            return false;
+        }
+        let now = Instant::now();
+        if self.idle.is_empty() {
+            self.find_idle(now);
+        }
+        while let Some((_, slot)) = self.idle.pop() {
+            // Still idle: a connection accepted into the same slot meanwhile is not.
+            let still = self.conns[slot]
+                .as_ref()
+                .and_then(|e| e.idle_since(&self.notifier))
+                .is_some_and(|since| now.saturating_duration_since(since) >= self.evict_after);
+            if still {
+                self.evicted += 1;
+                self.close(slot);
+                return true;
+            }
+        }
+        self.full = true;
+        if !self.limit_warned {
+            self.limit_warned = true;
+            self.log.log(
+                LOG_WARNING,
+                "total open connections reached the connection limit, no longer accepting new connections",
+            );
+        }
+        false
+    }
+
+    /// Fills `idle` with the connections idle for at least `evict_after`, the idle longest last.
+    fn find_idle(&mut self, now: Instant) {
+        for (slot, entry) in self.conns.iter().enumerate() {
+            let Some(since) = entry.as_ref().and_then(|e| e.idle_since(&self.notifier)) else {
+                continue;
+            };
+            if now.saturating_duration_since(since) >= self.evict_after {
+                self.idle.push((since, slot));
+            }
+        }
+        self.idle.sort_unstable_by_key(|&(since, _)| std::cmp::Reverse(since));
     }
 
     fn add_conn(&mut self, stream: Stream, peer: Peer, listener: usize) {
@@ -618,12 +757,10 @@ impl Reactor {
             last_activity: Instant::now(),
         });
         self.open += 1;
-        if self.open >= self.config.connection_limit && self.accepting {
+        if self.open >= self.config.connection_limit {
+            // Until a connection closes, a client is accepted only if an idle one makes room
+            // (`make_room`, which warns when none can).
             self.accepting = false;
-            self.log.log(
-                LOG_WARNING,
-                "total open connections reached the connection limit, no longer accepting new connections",
-            );
         }
         // Data may already be waiting: edge-triggered readiness would not tell us again.
         self.on_readable(slot, true);
@@ -883,8 +1020,16 @@ impl Reactor {
         }
     }
 
-    /// Closes connections idle for longer than `channel_timeout`.
+    /// Closes connections idle for longer than `channel_timeout`; reports the connections closed
+    /// to make room at the connection limit since the last time.
     fn cleanup(&mut self, now: Instant) {
+        if self.evicted > 0 {
+            let n = std::mem::take(&mut self.evicted);
+            self.log.log(
+                LOG_INFO,
+                &format!("connection limit reached: closed {n} idle connection(s) to accept new ones"),
+            );
+        }
         let timeout = self.config.channel_timeout;
         for slot in 0..self.conns.len() {
             let idle = match &self.conns[slot] {
@@ -917,10 +1062,12 @@ impl Reactor {
         self.open -= 1;
         if !self.accepting && self.drain_deadline.is_none() && self.open < self.config.connection_limit {
             self.accepting = true;
-            self.log.log(
-                LOG_INFO,
-                "total open connections dropped below the connection limit, listening again",
-            );
+            if std::mem::take(&mut self.limit_warned) {
+                self.log.log(
+                    LOG_INFO,
+                    "total open connections dropped below the connection limit, listening again",
+                );
+            }
             // Accept from the loop, not from here: accepting can close a dead connection,
             // which would come back here (unbounded recursion under a connect/RST storm).
             self.accept_resume = true;
@@ -941,6 +1088,23 @@ impl Reactor {
     }
 }
 
+/// Whether a client waits in `listener`'s backlog (poll(2) with no wait; POLLIN on a listening
+/// socket means accept() would not block).
+fn has_pending(listener: &Listener) -> bool {
+    let fd = match listener {
+        Listener::Tcp(l) => l.as_raw_fd(),
+        Listener::Unix(l) => l.as_raw_fd(),
+    };
+    let mut p = libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd for the duration of the call; no wait.
+    let r = unsafe { libc::poll(&mut p, 1, 0) };
+    r > 0 && p.revents & libc::POLLIN != 0
+}
+
 fn deregister(registry: &Registry, fd: RawFd) -> io::Result<()> {
     registry.deregister(&mut SourceFd(&fd))
 }
@@ -958,5 +1122,190 @@ mod tests {
         let (accepted, _) = listener.accept().unwrap();
         assert_eq!(tcp_option(accepted.as_raw_fd(), libc::TCP_NODELAY), 1);
         assert_eq!(tcp_option(accepted.as_raw_fd(), libc::TCP_NOTSENT_LOWAT), NOTSENT_LOWAT);
+    }
+
+    /// Log lines, kept for the tests to look at.
+    #[derive(Default)]
+    struct Lines(Mutex<Vec<(u8, String)>>);
+
+    impl Log for Lines {
+        fn log(&self, level: u8, msg: &str) {
+            self.0.lock().unwrap().push((level, msg.to_string()));
+        }
+    }
+
+    impl Lines {
+        fn count(&self, level: u8, part: &str) -> usize {
+            let lines = self.0.lock().unwrap();
+            lines.iter().filter(|(l, m)| *l == level && m.contains(part)).count()
+        }
+    }
+
+    /// A reactor on a loopback listener with room for `limit` connections.
+    fn reactor(limit: usize) -> (Reactor, Arc<Lines>, std::net::SocketAddr) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let lines = Arc::new(Lines::default());
+        let config = LoopConfig {
+            limits: Limits::default(),
+            recv_bytes: 8192,
+            connection_limit: limit,
+            channel_timeout: Duration::from_secs(60),
+            cleanup_interval: Duration::from_secs(60),
+            ident: None,
+            outbuf_overflow: 1 << 20,
+            shutdown_timeout: Duration::from_secs(1),
+        };
+        let listeners = vec![(Listener::Tcp(mio::net::TcpListener::from_std(listener)), true)];
+        let reactor = Reactor::new(listeners, lines.clone(), config).unwrap();
+        (reactor, lines, addr)
+    }
+
+    /// Runs rounds until `done` (at most 2 s).
+    fn rounds_until(r: &mut Reactor, mut done: impl FnMut(&Reactor) -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while !done(r) {
+            assert!(Instant::now() < deadline, "condition not reached");
+            r.round(Duration::from_millis(10)).unwrap();
+        }
+    }
+
+    /// Runs a round as if the tick were due (when the loop looks again at the limit).
+    fn tick(r: &mut Reactor) {
+        r.last_tick = Instant::now() - TICK;
+        r.round(Duration::from_millis(10)).unwrap();
+    }
+
+    /// Connects a client and runs the loop until it is accepted; returns it with its slot.
+    fn connect(r: &mut Reactor, addr: std::net::SocketAddr) -> (TcpStream, usize) {
+        let before = r.open;
+        let client = TcpStream::connect(addr).unwrap();
+        rounds_until(r, |r| r.open > before);
+        let peer = client.local_addr().unwrap().port().to_string();
+        let slot = (0..r.conns.len())
+            .find(|&s| r.conns[s].as_ref().is_some_and(|e| e.conn.peer.port == peer))
+            .unwrap();
+        // Past the writable edge of its registration.
+        r.round(Duration::from_millis(5)).unwrap();
+        (client, slot)
+    }
+
+    /// Makes the connection in `slot` look idle for the last `secs` seconds.
+    fn idle_for(r: &mut Reactor, slot: usize, secs: f64) {
+        let e = r.conns[slot].as_mut().unwrap();
+        e.last_activity = Instant::now() - Duration::from_secs_f64(secs);
+    }
+
+    /// Whether the server closed the client's connection: EOF or a reset within 1 s, where an
+    /// open connection times out.
+    fn closed_by_server(client: &mut TcpStream) -> bool {
+        use std::io::Read;
+        client.set_read_timeout(Some(Duration::from_secs(1))).unwrap();
+        match client.read(&mut [0u8; 16]) {
+            Ok(n) => n == 0,
+            Err(e) => e.kind() == io::ErrorKind::ConnectionReset,
+        }
+    }
+
+    /// Whether the server still holds the client's connection open (nothing to read, no EOF).
+    fn open(client: &mut TcpStream) -> bool {
+        use std::io::Read;
+        client.set_nonblocking(true).unwrap();
+        let res = client.read(&mut [0u8; 1]);
+        client.set_nonblocking(false).unwrap();
+        matches!(res, Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+    }
+
+    #[test]
+    fn at_the_limit_the_connection_idle_longest_makes_room() {
+        let (mut r, lines, addr) = reactor(3);
+        let (mut a, a_slot) = connect(&mut r, addr);
+        let (mut b, b_slot) = connect(&mut r, addr);
+        let (mut c, c_slot) = connect(&mut r, addr);
+        idle_for(&mut r, a_slot, 5.0);
+        idle_for(&mut r, b_slot, 9.0);
+        idle_for(&mut r, c_slot, 7.0);
+        // Nobody waits: nothing is closed, even when the loop looks on a tick.
+        tick(&mut r);
+        assert_eq!((r.open, r.evicted), (3, 0));
+        // A fourth client: b, idle longest, is closed and the newcomer accepted in its place.
+        let mut d = TcpStream::connect(addr).unwrap();
+        rounds_until(&mut r, |r| r.evicted == 1);
+        assert_eq!(r.open, 3);
+        assert!(closed_by_server(&mut b));
+        assert!(open(&mut a) && open(&mut c) && open(&mut d));
+        // Then c, idle longer than a.
+        let _e = TcpStream::connect(addr).unwrap();
+        rounds_until(&mut r, |r| r.evicted == 2);
+        assert!(closed_by_server(&mut c));
+        assert!(open(&mut a) && open(&mut d));
+        assert_eq!(
+            lines.count(LOG_WARNING, "connection limit"),
+            0,
+            "room was made: no warning"
+        );
+    }
+
+    #[test]
+    fn a_connection_a_worker_just_handed_back_is_not_idle() {
+        let (mut r, _lines, addr) = reactor(2);
+        let (mut a, a_slot) = connect(&mut r, addr);
+        let (mut b, b_slot) = connect(&mut r, addr);
+        // a was last read from 10 s ago, but a worker finished answering it just now.
+        idle_for(&mut r, a_slot, 10.0);
+        idle_for(&mut r, b_slot, 2.0);
+        r.notifier.set_clock(Instant::now());
+        r.conns[a_slot].as_ref().unwrap().conn.lock().handed_back = r.notifier.coarse_now();
+        let _c = TcpStream::connect(addr).unwrap();
+        rounds_until(&mut r, |r| r.evicted == 1);
+        assert!(closed_by_server(&mut b));
+        assert!(open(&mut a));
+    }
+
+    #[test]
+    fn connections_with_work_are_never_closed_to_make_room() {
+        use std::io::Write;
+        let (mut r, lines, addr) = reactor(4);
+        r.evict_after = Duration::from_secs(10);
+        // A partial request; a complete one (with a worker); output the socket has not taken
+        // yet; and a connection idle for less than `evict_after` (10 s here).
+        let (mut partial, p) = connect(&mut r, addr);
+        partial.write_all(b"GET / HTTP/1.1\r\nHo").unwrap();
+        rounds_until(&mut r, |r| r.conns[p].as_ref().unwrap().filled > 0);
+        let (mut full, f) = connect(&mut r, addr);
+        full.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        rounds_until(&mut r, |r| !r.ready.is_empty());
+        let mut work = VecDeque::new();
+        r.take_ready(&mut work);
+        let (mut unsent, u) = connect(&mut r, addr);
+        r.conns[u]
+            .as_ref()
+            .unwrap()
+            .conn
+            .lock()
+            .out
+            .push(b"not sent yet")
+            .unwrap();
+        let (mut recent, _) = connect(&mut r, addr);
+        for slot in [p, f, u] {
+            idle_for(&mut r, slot, 30.0);
+        }
+        // A fifth client waits: nobody can make room. Warned once, however often the loop looks.
+        let mut waiting = TcpStream::connect(addr).unwrap();
+        for _ in 0..3 {
+            tick(&mut r);
+        }
+        assert_eq!((r.open, r.evicted), (4, 0));
+        assert!(open(&mut partial) && open(&mut full) && open(&mut unsent) && open(&mut recent));
+        assert!(open(&mut waiting), "not accepted, so not answered either");
+        assert_eq!(lines.count(LOG_WARNING, "reached the connection limit"), 1);
+        // Once that output is gone (here: dropped), its connection is idle and makes room.
+        r.conns[u].as_ref().unwrap().conn.lock().out.clear();
+        tick(&mut r);
+        assert_eq!((r.open, r.evicted), (4, 1));
+        assert!(closed_by_server(&mut unsent));
+        assert!(open(&mut partial) && open(&mut full) && open(&mut recent));
+        assert_eq!(lines.count(LOG_INFO, "dropped below the connection limit"), 1);
     }
 }

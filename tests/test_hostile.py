@@ -3,9 +3,13 @@
 Each test starts a server child, notes its file-descriptor count, starts a well-behaved client
 (``support.hostile.Prober``, its own process) and then attacks: slowloris, connect-then-RST storms
 (CVE-2024-49769), half-closed sockets, a pipelined flood read lazily, 5,000 idle connections.
-While the attack runs the prober must get only correct responses with p99 latency under 50 ms;
-afterwards the server's file descriptors return to their baseline, it uses under 5% of a core
-while idle, and it logged no error.
+While the attack runs the prober must get only correct responses; afterwards the server's file
+descriptors return to their baseline, it uses under 5% of a core while idle, and it logged no
+error. These are the hard checks, whatever the machine's load.
+
+Each test also runs as a ``stress`` variant (``make stress``, not ``make test``) that bounds the
+prober's latency: p99 (nearest rank, over more than 100 probes) under 50 ms. Latency depends on
+what else the machine runs; run it on a quiet one.
 
 Every loop is bounded in count and in time.
 """
@@ -32,6 +36,13 @@ from support.hostile import (
 P99_LIMIT = 0.050
 IDLE_CPU_LIMIT = 0.05
 
+# Every test in two variants: the hard checks only ("hard", run by `make test`), and with the
+# latency bound too ("latency", marked stress: `make stress`).
+variants = pytest.mark.parametrize("strict", [
+    pytest.param(False, id="hard"),
+    pytest.param(True, id="latency", marks=pytest.mark.stress),
+])
+
 
 @pytest.fixture
 def server(tmp_path):
@@ -57,13 +68,16 @@ def nofile():
         yield n
 
 
-def check_after(h, probe, min_probes=100):
-    """The common checks once the attack is over and its sockets are closed."""
+def check_after(h, probe, strict, min_probes=100):
+    """The common checks once the attack is over and its sockets are closed. ``min_probes``: the
+    prober was served throughout the attack. ``strict``: the latency bound too."""
     print("\nprobe:", probe.summary())
     assert h.alive(), "server child died"
     assert not probe.errors, "well-behaved client saw errors: " + probe.summary()
     assert probe.count >= min_probes, probe.summary()
-    assert probe.p99 < P99_LIMIT, "well-behaved client too slow: " + probe.summary()
+    if strict:
+        assert probe.p99 is not None, "too few probes for a p99: " + probe.summary()
+        assert probe.p99 < P99_LIMIT, "well-behaved client too slow: " + probe.summary()
     fds = wait_fds(h.pid, h.base_fds, timeout=10)
     assert fds == h.base_fds, f"server fds {fds}, baseline {h.base_fds}"
     cpu = idle_cpu(h.pid, 1.0)
@@ -94,7 +108,8 @@ def read_hello(sock, path, buf=b""):
 
 
 # -- slowloris --------------------------------------------------------------------------------
-def test_slowloris(server, nofile):
+@variants
+def test_slowloris(server, nofile, strict):
     """500 connections dribble one header byte every 1–2 s for 8 s, then finish their requests."""
     n, duration = 500, 8.0
     h = server(connection_limit=n + 100)
@@ -136,61 +151,66 @@ def test_slowloris(server, nofile):
         for s in socks:
             s.close()
         probe = prober.stop()
-    check_after(h, probe)
+    check_after(h, probe, strict)
 
 
 # -- connect-then-RST storms (CVE-2024-49769) ---------------------------------------------------
 def _rst_storm(h, seconds, sequential, bursts, payload=b""):
-    """``sequential`` connections that send ``payload`` and reset, then ``bursts`` of 200
-    connections reset together; returns how many of each were made."""
+    """For ``seconds``, rounds of ``sequential`` connections that send ``payload`` and reset,
+    then ``bursts`` bursts of 200 connections reset together; returns how many of each were
+    made. Time-bound, so that the prober samples a whole attack however fast it runs."""
     counts = {"sequential": 0, "burst": 0}
     end = time.monotonic() + seconds
-    for _ in range(sequential):
-        if time.monotonic() > end:
-            break
-        try:
-            s = socket.create_connection(h.addr, timeout=2)
-        except OSError as e:
-            pytest.fail(f"connect failed after {counts}: {e!r}")
-        if payload:
-            s.sendall(payload)
-        rst_close(s)
-        counts["sequential"] += 1
-    for _ in range(bursts):
-        if time.monotonic() > end:
-            break
-        burst = [socket.create_connection(h.addr, timeout=5) for _ in range(200)]
-        for s in burst:
+    while time.monotonic() < end:
+        for _ in range(sequential):
+            if time.monotonic() > end:
+                break
+            try:
+                s = socket.create_connection(h.addr, timeout=2)
+            except OSError as e:
+                pytest.fail(f"connect failed after {counts}: {e!r}")
+            if payload:
+                s.sendall(payload)
             rst_close(s)
-        counts["burst"] += len(burst)
+            counts["sequential"] += 1
+        for _ in range(bursts):
+            if time.monotonic() > end:
+                break
+            burst = [socket.create_connection(h.addr, timeout=5) for _ in range(200)]
+            for s in burst:
+                rst_close(s)
+            counts["burst"] += len(burst)
     return counts
 
 
-def test_connect_rst_storm(server):
-    """Thousands of connections reset as soon as they are made, one by one and in bursts of 200
-    reset before the server has accepted them (below connection_limit)."""
+@variants
+def test_connect_rst_storm(server, strict):
+    """4 s of connections reset as soon as they are made, one by one and in bursts of 200 reset
+    before the server has accepted them (below connection_limit)."""
     h = server(connection_limit=1000)
     with Prober(h.addr) as prober:
-        counts = _rst_storm(h, 6.0, 3000, 10)
+        counts = _rst_storm(h, 4.0, 300, 1)
         time.sleep(0.5)
         probe = prober.stop()
-    assert sum(counts.values()) >= 4000, counts
-    check_after(h, probe)
+    assert counts["sequential"] >= 3000 and counts["burst"] >= 2000, counts
+    check_after(h, probe, strict)
 
 
-def test_rst_bursts_at_connection_limit(server):
-    """Bursts of 200 connections reset at once against the default connection_limit=100: the
-    server keeps serving, stays alive and keeps the well-behaved client fast."""
+@variants
+def test_rst_bursts_at_connection_limit(server, strict):
+    """4 s of bursts of 200 connections reset at once against the default connection_limit=100:
+    the server keeps serving, stays alive and keeps the well-behaved client fast."""
     h = server()
     with Prober(h.addr) as prober:
-        counts = _rst_storm(h, 6.0, 0, 20)
+        counts = _rst_storm(h, 4.0, 0, 1)
         time.sleep(0.5)
         probe = prober.stop()
     assert counts["burst"] >= 2000, counts
-    check_after(h, probe, min_probes=50)
+    check_after(h, probe, strict)
 
 
-def test_rst_after_partial_head(server):
+@variants
+def test_rst_after_partial_head(server, strict):
     """6 s of connections that send part of a head and reset: every one is closed at once."""
     h = server(connection_limit=1000)
     with Prober(h.addr) as prober:
@@ -198,10 +218,11 @@ def test_rst_after_partial_head(server):
         counts = _rst_storm(h, 6.0, 10**6, 0, payload=b"GET /partial HTTP/1.1\r\nHost: x\r\n")
         probe = prober.stop()
     assert counts["sequential"] >= 2000, counts
-    check_after(h, probe)
+    check_after(h, probe, strict)
 
 
-def test_request_then_rst_storm(server):
+@variants
+def test_request_then_rst_storm(server, strict):
     """6 s of connections (far more than connection_limit=100) that send a whole request and
     reset at once: the server closes every one and keeps accepting."""
     h = server()
@@ -210,7 +231,7 @@ def test_request_then_rst_storm(server):
         counts = _rst_storm(h, 6.0, 10**6, 0, payload=request(b"/full"))
         probe = prober.stop()
     assert counts["sequential"] >= 1000, counts
-    check_after(h, probe)
+    check_after(h, probe, strict)
 
 
 # -- half-closed sockets ----------------------------------------------------------------------
@@ -226,26 +247,33 @@ def _half_close_exchange(addr, reqs, paths, timeout=5):
         assert s.recv(1) == b""
 
 
-def test_half_closed(server):
+@variants
+def test_half_closed(server, strict):
     """shutdown(SHUT_WR) after the request: the response still arrives, then EOF (as Waitress:
-    it only reads the EOF after the request was served)."""
+    it only reads the EOF after the request was served). The five kinds over and over for at
+    least 2 s, so that the prober samples enough of them."""
     h = server(threads=4)
+    body = b"x" * 100_000
+    post = b"POST /up HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % len(body) + body
+    chunked = b"POST /ch HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n"
+    paths = [b"/pipe/%d" % i for i in range(5)]
     with Prober(h.addr) as prober:
-        _half_close_exchange(h.addr, [request(b"/one")], [b"/one"])
-        paths = [b"/pipe/%d" % i for i in range(5)]
-        _half_close_exchange(h.addr, [request(p) for p in paths], paths)
-        # The app is still running when the EOF arrives.
-        _half_close_exchange(h.addr, [request(b"/sleep/0.3")], [b"/sleep/0.3"])
-        body = b"x" * 100_000
-        post = b"POST /up HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % len(body) + body
-        _half_close_exchange(h.addr, [post], [b"/up:" + body])
-        chunked = b"POST /ch HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n"
-        _half_close_exchange(h.addr, [chunked], [b"/ch:abc"])
+        end = time.monotonic() + 2.0
+        rounds = 0
+        while rounds < 1 or time.monotonic() < end:
+            _half_close_exchange(h.addr, [request(b"/one")], [b"/one"])
+            _half_close_exchange(h.addr, [request(p) for p in paths], paths)
+            # The app is still running when the EOF arrives.
+            _half_close_exchange(h.addr, [request(b"/sleep/0.3")], [b"/sleep/0.3"])
+            _half_close_exchange(h.addr, [post], [b"/up:" + body])
+            _half_close_exchange(h.addr, [chunked], [b"/ch:abc"])
+            rounds += 1
         probe = prober.stop()
-    check_after(h, probe, min_probes=20)
+    check_after(h, probe, strict)
 
 
-def test_half_closed_concurrent(server):
+@variants
+def test_half_closed_concurrent(server, strict):
     """Half-closed exchanges from 20 threads at once, for at least 3 s and 20 per thread: every
     one answered, then closed."""
     h = server(threads=4)
@@ -275,7 +303,7 @@ def test_half_closed_concurrent(server):
     assert not any(t.is_alive() for t in threads)
     assert len(done) == 20 and min(done) >= 20, done
     assert not errors, f"{len(errors)} of {sum(done)} failed: {errors[:5]}"
-    check_after(h, probe, min_probes=20)
+    check_after(h, probe, strict)
 
 
 def test_half_closed_incomplete_request_is_closed(server):
@@ -289,7 +317,8 @@ def test_half_closed_incomplete_request_is_closed(server):
 
 
 # -- pipelined flood --------------------------------------------------------------------------
-def test_pipelined_flood(server):
+@variants
+def test_pipelined_flood(server, strict):
     """One connection writes 10,000 pipelined requests as fast as it can and reads lazily: every
     response arrives, in order, and the server's memory stays bounded (it stops reading)."""
     n = 10_000
@@ -340,11 +369,12 @@ def test_pipelined_flood(server):
     assert buf == b""
     growth_mb = (peak - rss0) / 1024
     assert growth_mb < 64, f"server RSS grew {growth_mb:.1f} MB during the flood"
-    check_after(h, probe)
+    check_after(h, probe, strict)
 
 
 # -- many idle connections --------------------------------------------------------------------
-def test_5000_idle_connections(server, nofile):
+@variants
+def test_5000_idle_connections(server, nofile, strict):
     """5,000 idle keep-alive connections: accepted, cheap while idle, still usable, released."""
     n = 5000
     h = server(connection_limit=n + 200, backlog=2048)
@@ -373,4 +403,4 @@ def test_5000_idle_connections(server, nofile):
         finally:
             for s in socks:
                 s.close()
-    check_after(h, probe)
+    check_after(h, probe, strict)

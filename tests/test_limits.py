@@ -370,6 +370,126 @@ def test_connection_limit(serve, tmp_path):
     assert text.index(LIMIT_WARNING) < text.index(LIMIT_INFO)
 
 
+def limit_app(environ, start_response):
+    """``served <path>``; ``/sleep/<seconds>`` sleeps first."""
+    path = environ["PATH_INFO"]
+    if path.startswith("/sleep/"):
+        time.sleep(float(path[7:]))
+    body = b"served " + path.encode("latin-1")
+    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
+    return [body]
+
+
+def get_path(path):
+    return b"GET %s HTTP/1.1\r\nHost: x\r\n\r\n" % path
+
+
+EVICTED_INFO = "idle connection(s) to accept new ones"
+
+
+@pytest.mark.skipif(IS_WAITRESS, reason="Waitress keeps new clients waiting until channel_timeout "
+                    "closes an idle connection (its issue #301)")
+def test_idle_keepalive_connections_make_room_for_new_clients(serve, tmp_path):
+    """Waitress issue #301: connection_limit=8, held by one slow request and 7 idle keep-alive
+    connections. Five new clients in a row are each served at once (the connection idle longest
+    is closed to make room), not after channel_timeout (60 s here); the slow request completes."""
+    log = tmp_path / "server.log"
+    srv = serve(limit_app, connection_limit=8, channel_timeout=60, cleanup_interval=1, threads=4,
+                log_file=str(log))
+    conns = []
+    try:
+        slow = Conn(srv.addr, timeout=30)
+        conns.append(slow)
+        slow.send(get_path(b"/sleep/4"))
+        t_slow = time.monotonic()
+        idle = []
+        for i in range(7):
+            c = Conn(srv.addr, timeout=10)
+            conns.append(c)
+            r = c.request(get_path(b"/idle/%d" % i))
+            assert (r.status, r.body) == (200, b"served /idle/%d" % i)
+            idle.append(c)
+            time.sleep(0.05)  # idle[0] is the one idle longest, then idle[1], ...
+        time.sleep(0.3)  # every one idle for longer than maitre's 0.25 s minimum
+
+        waits = []
+        for i in range(5):
+            t0 = time.monotonic()
+            c = Conn(srv.addr, timeout=10)
+            conns.append(c)
+            r = c.request(get_path(b"/new/%d" % i))
+            waits.append(time.monotonic() - t0)
+            assert (r.status, r.body) == (200, b"served /new/%d" % i)
+        print("new clients served after " + ", ".join(f"{w * 1e3:.0f} ms" for w in waits))
+        assert max(waits) < 2.0, waits
+
+        # The slow request was not cut: its whole response, after its 4 s.
+        r = slow.read_response()
+        assert (r.status, r.body) == (200, b"served /sleep/4")
+        assert time.monotonic() - t_slow >= 3.9
+        # The five idle longest made room; the other two are still open and keep serving.
+        assert [c.is_closed(1.0) for c in idle] == [True] * 5 + [False] * 2
+        for i, c in enumerate(idle[5:]):
+            r = c.request(get_path(b"/again/%d" % i))
+            assert (r.status, r.body) == (200, b"served /again/%d" % i)
+    finally:
+        for c in conns:
+            c.close()
+    # Reported as counts (at most one line per cleanup_interval), and no "limit reached"
+    # warning: room was made.
+    pattern = re.compile(f"INFO:{IMPL}:connection limit reached: closed (\\d+) "
+                         + re.escape(EVICTED_INFO))
+
+    def reported():
+        return sum(int(n) for n in pattern.findall(log.read_text()))
+
+    assert wait_until(lambda: reported() == 5, 3), log.read_text()
+    assert LIMIT_WARNING not in log.read_text()
+
+
+@pytest.mark.skipif(IS_WAITRESS, reason="Waitress serves the waiting client only once "
+                    "channel_timeout closes an idle connection (its issue #301)")
+def test_at_the_limit_with_every_request_in_flight_a_new_client_waits(serve, tmp_path):
+    """connection_limit=4 with a request in flight on each connection: a new client is not
+    served and nobody's request is cut; once the requests are done (their connections kept
+    open), the new client is served."""
+    log = tmp_path / "server.log"
+    srv = serve(limit_app, connection_limit=4, channel_timeout=60, threads=4, log_file=str(log))
+    busy = [Conn(srv.addr, timeout=10) for _ in range(4)]
+    new = None
+    try:
+        for i, c in enumerate(busy):
+            c.send(get_path(b"/sleep/1.5?%d" % i))
+        time.sleep(0.3)
+        new = Conn(srv.addr, timeout=10)  # completed by the kernel, left in the backlog
+        new.send(get_path(b"/new"))
+        assert new.read_available(0.8) == b"", "served while every connection was busy"
+        done = []
+        for c in busy:
+            r = c.read_response()
+            done.append(time.monotonic())
+            assert (r.status, r.body) == (200, b"served /sleep/1.5")
+        r = new.read_response()
+        t_new = time.monotonic()
+        assert (r.status, r.body) == (200, b"served /new")
+        print(f"new client served {(t_new - min(done)) * 1e3:.0f} ms after the first request "
+              "in flight finished")
+        assert t_new - min(done) < 2.0
+        # The four keep-alive connections: one was closed to make room, three still serve.
+        closed = [c.is_closed(1.0) for c in busy]
+        assert closed.count(True) == 1, closed
+        for c, gone in zip(busy, closed):
+            if not gone:
+                r = c.request(get_path(b"/after"))
+                assert (r.status, r.body) == (200, b"served /after")
+    finally:
+        for c in busy + ([new] if new else []):
+            c.close()
+    text = log.read_text()
+    assert f"WARNING:{IMPL}:{LIMIT_WARNING}" in text
+    assert text.index(LIMIT_WARNING) < text.index(LIMIT_INFO)
+
+
 # == channel_timeout + cleanup_interval =======================================================
 def timed_app(environ, start_response):
     if environ["PATH_INFO"] == "/sleep":

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import resource
 import select
@@ -198,17 +199,26 @@ class ProbeResult:
         return len(self.lat)
 
     def pct(self, p):
+        """The ``p``-th percentile (0 < p <= 100) by nearest rank: the smallest latency that at
+        least ``p`` % of the probes did not exceed."""
         if not self.lat:
             return float("inf")
-        return self.lat[min(len(self.lat) - 1, int(len(self.lat) * p / 100.0))]
+        rank = math.ceil(len(self.lat) * p / 100.0)
+        return self.lat[max(rank, 1) - 1]
 
     @property
     def p99(self):
-        return self.pct(99)
+        """The 99th percentile; None with 100 probes or fewer, where it would be the maximum."""
+        return self.pct(99) if self.count > 100 else None
+
+    @property
+    def max(self):
+        return self.lat[-1] if self.lat else float("inf")
 
     def summary(self):
+        p99 = "n/a (100 probes or fewer)" if self.p99 is None else f"{self.p99 * 1e3:.1f} ms"
         return (f"{self.count} probes, {len(self.errors)} errors, p50 {self.pct(50) * 1e3:.1f} ms, "
-                f"p99 {self.p99 * 1e3:.1f} ms, max {self.pct(100) * 1e3:.1f} ms; "
+                f"p99 {p99}, max {self.max * 1e3:.1f} ms; "
                 f"first errors: {self.errors[:3]}; slowest: {self.slow[:5]}")
 
 
