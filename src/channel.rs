@@ -7,8 +7,7 @@
 
 use std::collections::VecDeque;
 use std::fs::File;
-use std::io::{self, IoSlice, Write};
-use std::net::Shutdown;
+use std::io::{self, IoSlice};
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Instant;
@@ -17,15 +16,9 @@ use mio::Token;
 
 use crate::buffers::{OutBuf, Shared, Sink, SHARE_MIN};
 use crate::http::{HttpError, Request};
-use crate::reactor::{set_tcp_option, NOTSENT_LOWAT};
+use crate::net::{set_tcp_option, Peer, Stream, NOTSENT_LOWAT};
 
-/// The client socket, TCP or Unix.
-#[derive(Debug)]
-pub enum Stream {
-    Tcp(mio::net::TcpStream),
-    Unix(mio::net::UnixStream),
-}
-
+/// Output of a connection goes to its socket.
 impl Sink for Stream {
     fn raw_fd(&self) -> RawFd {
         Stream::raw_fd(self)
@@ -34,62 +27,6 @@ impl Sink for Stream {
     fn write_vectored(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
         Stream::write_vectored(self, bufs)
     }
-}
-
-impl Stream {
-    pub fn raw_fd(&self) -> RawFd {
-        match self {
-            Stream::Tcp(s) => s.as_raw_fd(),
-            Stream::Unix(s) => s.as_raw_fd(),
-        }
-    }
-
-    pub fn read(&self, buf: &mut [u8]) -> io::Result<usize> {
-        use std::io::Read;
-        match self {
-            Stream::Tcp(s) => (&*s).read(buf),
-            Stream::Unix(s) => (&*s).read(buf),
-        }
-    }
-
-    /// Reads at most `max` bytes onto the end of `buf`, within its spare capacity (no zeroing
-    /// first). Returns how many were read.
-    pub fn read_append(&self, buf: &mut Vec<u8>, max: usize) -> io::Result<usize> {
-        let spare = buf.spare_capacity_mut();
-        let want = max.min(spare.len());
-        // SAFETY: the kernel writes at most `want` bytes into the spare capacity, which is
-        // allocated and owned by `buf`; exactly the `n` bytes it wrote become part of `buf`.
-        let n = unsafe { libc::read(self.raw_fd(), spare.as_mut_ptr().cast(), want) };
-        if n < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        let n = n as usize;
-        unsafe { buf.set_len(buf.len() + n) };
-        Ok(n)
-    }
-
-    pub fn write_vectored(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
-        match self {
-            Stream::Tcp(s) => (&*s).write_vectored(bufs),
-            Stream::Unix(s) => (&*s).write_vectored(bufs),
-        }
-    }
-
-    pub fn shutdown(&self, how: Shutdown) -> io::Result<()> {
-        match self {
-            Stream::Tcp(s) => s.shutdown(how),
-            Stream::Unix(s) => s.shutdown(how),
-        }
-    }
-}
-
-/// Where a connection came from, as the environ reports it.
-#[derive(Debug, Clone)]
-pub struct Peer {
-    /// `REMOTE_ADDR` / `REMOTE_HOST`: the peer IP, or `localhost` on a Unix socket.
-    pub addr: String,
-    /// `REMOTE_PORT`: the peer port, or `None` on a Unix socket (as Waitress reports it).
-    pub port: String,
 }
 
 /// An item of a connection's queue, served in order.
@@ -211,10 +148,10 @@ pub struct Conn {
     /// Signalled when output drains or the connection dies (for a worker over the high watermark).
     pub drained: Condvar,
     pub created: Instant,
-    /// The Python objects that stay the same for every request on the connection (made by the
-    /// first request).
-    #[cfg(feature = "python")]
-    pub py: std::sync::OnceLock<crate::wsgi::environ::ConnObjects>,
+    /// What the layer above keeps for the connection's whole life, made by its first request
+    /// (the WSGI layer keeps the Python objects that are the same for every request on it).
+    /// Opaque here: a connection knows nothing of Python.
+    pub ext: std::sync::OnceLock<Box<dyn std::any::Any + Send + Sync>>,
 }
 
 /// Which of the parts of a send belongs to an object that can be kept instead of copied, and
@@ -253,8 +190,7 @@ impl Conn {
             }),
             drained: Condvar::new(),
             created: Instant::now(),
-            #[cfg(feature = "python")]
-            py: std::sync::OnceLock::new(),
+            ext: std::sync::OnceLock::new(),
         }
     }
 
@@ -411,13 +347,13 @@ mod tests {
     use std::io::Read;
 
     fn notsent_lowat(fd: RawFd) -> libc::c_int {
-        crate::reactor::tcp_option(fd, libc::TCP_NOTSENT_LOWAT)
+        crate::net::tcp_option(fd, libc::TCP_NOTSENT_LOWAT)
     }
 
     /// A connection accepted from a listener with maitre's options, and the client's end.
     fn connection() -> (Conn, std::net::TcpStream) {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        crate::reactor::set_connection_options(listener.as_raw_fd()).unwrap();
+        crate::net::set_connection_options(listener.as_raw_fd()).unwrap();
         let client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
         let (accepted, _) = listener.accept().unwrap();
         accepted.set_nonblocking(true).unwrap();

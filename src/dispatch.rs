@@ -23,7 +23,8 @@ use pyo3::prelude::*;
 
 use crate::channel::{Conn, ConnState, Disconnected, Item};
 use crate::http::date;
-use crate::reactor::{Log, Notifier, Reactor, LOG_ERROR, TICK};
+use crate::log::{Log, LOG_ERROR};
+use crate::reactor::{Notifier, Reactor, TICK};
 use crate::wsgi::{self, Ctx, Outcome};
 
 /// Resume a paused connection once its queue is this short.

@@ -11,6 +11,8 @@
 pub mod buffers;
 pub mod channel;
 pub mod http;
+pub mod log;
+pub mod net;
 pub mod reactor;
 pub mod sched;
 

@@ -12,8 +12,10 @@ use std::time::{Duration, Instant};
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Registry, Token, Waker};
 
-use crate::channel::{Conn, ConnState, Item, Peer, Stream};
+use crate::channel::{Conn, ConnState, Item};
 use crate::http::{date, Limits, Request, RequestReader};
+use crate::log::{Log, LOG_INFO, LOG_WARNING};
+use crate::net::{set_connection_options, Listener, Peer, Stream};
 
 /// Queued requests past which a connection's reading pauses until a worker catches up.
 const MAX_QUEUED: usize = 32;
@@ -31,78 +33,10 @@ const EVICT_AFTER: Duration = Duration::from_millis(250);
 /// Connections accepted from one listener in one round at the most; the rest wait for the next
 /// round, so that a flood of new connections does not hold up the other connections' events.
 const ACCEPT_BATCH: usize = 128;
-/// `TCP_NOTSENT_LOWAT` on every TCP connection: the kernel takes output while less than this is
-/// waiting for the peer's window, and the rest waits in the connection's own buffer (sent as the
-/// socket says it is writable). The work of sending each byte is then done by the server as it
-/// writes, not later while the peer reads, and the kernel holds little per connection.
-pub const NOTSENT_LOWAT: libc::c_int = 32 * 1024;
 const WAKER: Token = Token(usize::MAX);
 /// The read end of Python's signal wakeup fd (see [`Reactor::watch_signals`]).
 const SIGNAL: Token = Token(usize::MAX - 1);
 const LISTENER_BASE: usize = usize::MAX / 2;
-
-/// A listening socket.
-#[derive(Debug)]
-pub enum Listener {
-    Tcp(mio::net::TcpListener),
-    Unix(mio::net::UnixListener),
-}
-
-/// Sets, on a TCP listener, the options every connection accepted from it inherits: TCP_NODELAY
-/// (Waitress's `socket_options`) and [`NOTSENT_LOWAT`]. One call per listener instead of two
-/// per connection.
-pub fn set_connection_options(fd: RawFd) -> io::Result<()> {
-    set_tcp_option(fd, libc::TCP_NODELAY, 1)?;
-    set_tcp_option(fd, libc::TCP_NOTSENT_LOWAT, NOTSENT_LOWAT)
-}
-
-/// `setsockopt(fd, IPPROTO_TCP, opt, value)` for an integer option.
-pub fn set_tcp_option(fd: RawFd, opt: libc::c_int, value: libc::c_int) -> io::Result<()> {
-    // SAFETY: the kernel checks `fd`; the value is a c_int that outlives the call.
-    let r = unsafe {
-        libc::setsockopt(
-            fd,
-            libc::IPPROTO_TCP,
-            opt,
-            (&value as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    if r == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
-}
-
-/// `getsockopt(fd, IPPROTO_TCP, opt)` for an integer option (for tests).
-#[cfg(test)]
-pub fn tcp_option(fd: RawFd, opt: libc::c_int) -> libc::c_int {
-    let mut value: libc::c_int = -1;
-    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
-    // SAFETY: value/len point to a c_int and its size; the kernel checks `fd`.
-    let r = unsafe {
-        libc::getsockopt(
-            fd,
-            libc::IPPROTO_TCP,
-            opt,
-            (&mut value as *mut libc::c_int).cast(),
-            &mut len,
-        )
-    };
-    assert_eq!(r, 0, "{}", io::Error::last_os_error());
-    value
-}
-
-/// Where the event loop's log lines go.
-pub trait Log: Send + Sync {
-    /// Log a line on the `maitre` logger (`level` as in Python's logging).
-    fn log(&self, level: u8, msg: &str);
-}
-
-pub const LOG_INFO: u8 = 20;
-pub const LOG_WARNING: u8 = 30;
-pub const LOG_ERROR: u8 = 40;
 
 /// Settings for the loop, from the adjustments.
 #[derive(Clone, Debug)]
@@ -1113,16 +1047,6 @@ fn deregister(registry: &Registry, fd: RawFd) -> io::Result<()> {
 mod tests {
     use super::*;
     use std::net::{TcpListener, TcpStream};
-
-    #[test]
-    fn accepted_connections_inherit_the_listener_options() {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        set_connection_options(listener.as_raw_fd()).unwrap();
-        let _client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
-        let (accepted, _) = listener.accept().unwrap();
-        assert_eq!(tcp_option(accepted.as_raw_fd(), libc::TCP_NODELAY), 1);
-        assert_eq!(tcp_option(accepted.as_raw_fd(), libc::TCP_NOTSENT_LOWAT), NOTSENT_LOWAT);
-    }
 
     /// Log lines, kept for the tests to look at.
     #[derive(Default)]

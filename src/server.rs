@@ -13,7 +13,7 @@ use pyo3::types::{PyDict, PyString, PyTuple};
 use crate::dispatch::Pool;
 use crate::http::proxy::{ProxyConfig, TrustedHeaders};
 use crate::http::Limits;
-use crate::reactor::{self, LoopConfig, Notifier, Reactor};
+use crate::reactor::{LoopConfig, Notifier, Reactor};
 use crate::wsgi::file_wrapper::FileWrapper;
 use crate::wsgi::Ctx;
 
@@ -226,7 +226,7 @@ impl Engine {
                     .or_else(|| panic.downcast_ref::<String>().cloned())
                     .unwrap_or_else(|| "unknown panic".into());
                 let what = format!("the server failed (panic: {msg})");
-                self.ctx.log(py, reactor::LOG_ERROR, &what);
+                self.ctx.log(py, crate::log::LOG_ERROR, &what);
                 Err(PyRuntimeError::new_err(format!("maitre: {what}")))
             }
         }
@@ -288,16 +288,16 @@ impl Engine {
                 let socket = if l.unix {
                     let s = std::os::unix::net::UnixListener::from_raw_fd(dup);
                     s.set_nonblocking(true)?;
-                    reactor::Listener::Unix(mio::net::UnixListener::from_std(s))
+                    crate::net::Listener::Unix(mio::net::UnixListener::from_std(s))
                 } else {
                     let s = std::net::TcpListener::from_raw_fd(dup);
                     s.set_nonblocking(true)?;
-                    reactor::Listener::Tcp(mio::net::TcpListener::from_std(s))
+                    crate::net::Listener::Tcp(mio::net::TcpListener::from_std(s))
                 };
                 listeners.push((socket, l.owned));
             }
         }
-        let log: Arc<dyn crate::reactor::Log> = self.ctx.clone();
+        let log: Arc<dyn crate::log::Log> = self.ctx.clone();
         let mut reactor = Reactor::new(listeners, log, self.loop_config.clone())?;
         if let Some(fd) = signal_fd {
             reactor.watch_signals(fd)?;

@@ -235,7 +235,8 @@ impl ConnObjects {
 
 /// The connection's [`ConnObjects`], made by its first request (`true` when made now).
 fn conn_objects<'a>(py: Python<'_>, conn: &'a Arc<Conn>) -> PyResult<(&'a ConnObjects, bool)> {
-    if let Some(objects) = conn.py.get() {
+    let mine = |conn: &'a Arc<Conn>| conn.ext.get().and_then(|ext| ext.downcast_ref::<ConnObjects>());
+    if let Some(objects) = mine(conn) {
         return Ok((objects, false));
     }
     let objects = ConnObjects {
@@ -250,8 +251,13 @@ fn conn_objects<'a>(py: Python<'_>, conn: &'a Arc<Conn>) -> PyResult<(&'a ConnOb
         base: std::sync::OnceLock::new(),
     };
     // Only the worker serving the connection gets here, so no other value can have been set.
-    let _ = conn.py.set(objects);
-    Ok((conn.py.get().expect("set above"), true))
+    let _ = conn.ext.set(Box::new(objects));
+    match mine(conn) {
+        Some(objects) => Ok((objects, true)),
+        None => Err(pyo3::exceptions::PyRuntimeError::new_err(
+            "maitre: the connection holds data of another layer",
+        )),
+    }
 }
 
 /// `environ["waitress.client_disconnected"]()`: True once the client has gone away. It does

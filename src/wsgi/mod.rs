@@ -14,7 +14,7 @@ use pyo3::types::{PyDict, PyList, PyModule, PyString, PyTuple, PyType};
 use crate::channel::Conn;
 use crate::http::body::Body;
 use crate::http::{Request, RequestHead};
-use crate::reactor::LOG_ERROR;
+use crate::log::LOG_ERROR;
 use input::InputStream;
 use response::{Response, StartResponse};
 
@@ -66,7 +66,7 @@ pub struct Ctx {
 }
 
 /// The event loop logs through the server's logger.
-impl crate::reactor::Log for Ctx {
+impl crate::log::Log for Ctx {
     fn log(&self, level: u8, msg: &str) {
         Python::with_gil(|py| Ctx::log(self, py, level, msg));
     }
@@ -156,13 +156,13 @@ fn serve(py: Python<'_>, ctx: &Arc<Ctx>, conn: &Arc<Conn>, head: &mut RequestHea
             ) {
                 Ok(applied) => {
                     for w in &applied.warnings {
-                        ctx.log(py, crate::reactor::LOG_WARNING, w);
+                        ctx.log(py, crate::log::LOG_WARNING, w);
                     }
                     applied.set
                 }
                 Err(e) => {
                     for w in &e.warnings {
-                        ctx.log(py, crate::reactor::LOG_WARNING, w);
+                        ctx.log(py, crate::log::LOG_WARNING, w);
                     }
                     if e.status == 400 {
                         // As Waitress's middleware does: a 400 through the app path.
@@ -281,7 +281,7 @@ fn fail(py: Python<'_>, ctx: &Ctx, mut resp: Response, head: &RequestHead, err: 
         }
         ctx.log(
             py,
-            crate::reactor::LOG_INFO,
+            crate::log::LOG_INFO,
             &format!("Client disconnected while serving {path}"),
         );
         return Outcome::Close;

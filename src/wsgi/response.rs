@@ -302,7 +302,7 @@ impl Response {
                     self.logged_excess = true;
                     self.ctx.log(
                         py,
-                        crate::reactor::LOG_WARNING,
+                        crate::log::LOG_WARNING,
                         &format!(
                             "application-written content exceeded the number of bytes specified by Content-Length header ({cl})"
                         ),
@@ -328,7 +328,7 @@ impl Response {
                 let status = self.status.clone().unwrap_or_default();
                 self.ctx.log(
                     py,
-                    crate::reactor::LOG_WARNING,
+                    crate::log::LOG_WARNING,
                     &format!(
                         "application-written content was ignored due to HTTP response that may not contain a message-body: ({status})"
                     ),
@@ -442,7 +442,7 @@ impl Response {
                     "application returned too few bytes ({}) for specified Content-Length ({cl}) via app_iter",
                     self.written
                 );
-                self.ctx.log(py, crate::reactor::LOG_WARNING, &msg);
+                self.ctx.log(py, crate::log::LOG_WARNING, &msg);
             }
         }
     }
