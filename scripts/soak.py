@@ -25,13 +25,19 @@ import random
 import re
 import shutil
 import signal
-import socket
-import struct
 import subprocess
 import sys
 import tempfile
 import time
 import zlib
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, "tests"))
+# The test suite's client, /proc and port helpers (tests/support, on sys.path above).
+from support.hostile import rst_close
+from support.http import Conn
+from support.procstat import fd_count, rss_kb
+from support.server import free_port, wait_for_port
 
 APP = r'''
 import zlib
@@ -65,80 +71,24 @@ def app(environ, start_response):
 '''
 
 
-# -- /proc --------------------------------------------------------------------------------------
-def rss_kb(pid):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    return 0
+# -- a client -------------------------------------------------------------------------------------
+def connect(addr):
+    return Conn(addr, timeout=20)
 
 
-def fd_count(pid):
-    return len(os.listdir(f"/proc/{pid}/fd"))
+def response(c):
+    """(status, headers, body) of the next response on ``c``; the body de-chunked and framed."""
+    r = c.read_response()
+    framed = r.chunked or r.header("Content-Length") is not None
+    expect(framed, f"response with no framing: {r.raw_head!r}")
+    return r.status, r.headers, r.body
 
 
-# -- a tiny client ------------------------------------------------------------------------------
-class Closed(Exception):
-    pass
-
-
-class Client:
-    def __init__(self, addr, timeout=20):
-        self.sock = socket.create_connection(addr, timeout=timeout)
-        self.buf = b""
-
-    def close(self, rst=False):
-        if rst:
-            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-        self.sock.close()
-
-    def _fill(self):
-        d = self.sock.recv(262144)
-        if not d:
-            raise Closed("connection closed by the server")
-        self.buf += d
-
-    def _take(self, n):
-        while len(self.buf) < n:
-            self._fill()
-        out, self.buf = self.buf[:n], self.buf[n:]
-        return out
-
-    def _line(self):
-        while b"\r\n" not in self.buf:
-            self._fill()
-        line, _, self.buf = self.buf.partition(b"\r\n")
-        return line
-
-    def response(self):
-        """(status, headers dict, body) of one response; the body de-chunked."""
-        while b"\r\n\r\n" not in self.buf:
-            self._fill()
-        head, _, self.buf = self.buf.partition(b"\r\n\r\n")
-        lines = head.split(b"\r\n")
-        status = int(lines[0].split()[1])
-        headers = {}
-        for line in lines[1:]:
-            k, _, v = line.partition(b":")
-            headers[k.strip().lower().decode()] = v.strip().decode("latin-1")
-        if "content-length" in headers:
-            body = self._take(int(headers["content-length"]))
-        elif headers.get("transfer-encoding", "").lower() == "chunked":
-            parts = []
-            while True:
-                size = int(self._line().split(b";")[0], 16)
-                if size == 0:
-                    while self._line():
-                        pass
-                    break
-                parts.append(self._take(size))
-                if self._take(2) != b"\r\n":
-                    raise AssertionError("chunk not terminated")
-            body = b"".join(parts)
-        else:
-            raise AssertionError(f"response with no framing: {head!r}")
-        return status, headers, body
+def close(c, rst=False):
+    if rst:
+        rst_close(c.sock)
+    else:
+        c.close()
 
 
 def req(path, headers=(), body=b"", method=None):
@@ -161,14 +111,14 @@ def big_body(n):
 # -- scenarios: each returns the number of requests it completed ---------------------------------
 def sc_upload(addr, rng):
     data = rng.randbytes(rng.choice([0, 10, 5000, 100_000, 1_500_000]))
-    c = Client(addr)
+    c = connect(addr)
     try:
-        c.sock.sendall(req("/upload", body=data) if data else req("/upload", method="POST",
+        c.send(req("/upload", body=data) if data else req("/upload", method="POST",
                                                                    headers=[("Content-Length", "0")]))
-        st, _, body = c.response()
+        st, _, body = response(c)
         expect(st == 200 and body == b"%d %d" % (len(data), zlib.crc32(data)), f"upload {st} {body!r}")
     finally:
-        c.close()
+        close(c)
     return 1
 
 
@@ -176,75 +126,75 @@ def sc_chunked_upload(addr, rng):
     pieces = [rng.randbytes(rng.randint(1, 40_000)) for _ in range(rng.randint(1, 30))]
     data = b"".join(pieces)
     wire = b"".join(b"%x\r\n%s\r\n" % (len(p), p) for p in pieces) + b"0\r\n\r\n"
-    c = Client(addr)
+    c = connect(addr)
     try:
-        c.sock.sendall(req("/upload", headers=[("Transfer-Encoding", "chunked")], method="POST")
+        c.send(req("/upload", headers=[("Transfer-Encoding", "chunked")], method="POST")
                        + wire)
-        st, _, body = c.response()
+        st, _, body = response(c)
         expect(st == 200 and body == b"%d %d" % (len(data), zlib.crc32(data)), f"chunked up {body!r}")
     finally:
-        c.close()
+        close(c)
     return 1
 
 
 def sc_big(addr, rng):
     n = rng.choice([1, 1000, 100_000, 1_000_000, 8_000_000])
-    c = Client(addr)
+    c = connect(addr)
     try:
-        c.sock.sendall(req(f"/big/{n}"))
-        st, _, body = c.response()
+        c.send(req(f"/big/{n}"))
+        st, _, body = response(c)
         expect(st == 200 and body == big_body(n), f"big {n}: {st} len {len(body)}")
     finally:
-        c.close()
+        close(c)
     return 1
 
 
 def sc_chunked_response(addr, rng):
     n, size = rng.randint(1, 200), rng.choice([1, 100, 8192, 65536])
-    c = Client(addr)
+    c = connect(addr)
     try:
-        c.sock.sendall(req(f"/chunked/{n}/{size}"))
-        st, h, body = c.response()
+        c.send(req(f"/chunked/{n}/{size}"))
+        st, h, body = response(c)
         want = b"".join(bytes([97 + i % 26]) * size for i in range(n))
         expect(st == 200 and body == want, f"chunked {n}x{size}: {st} len {len(body)} {h}")
     finally:
-        c.close()
+        close(c)
     return 1
 
 
 def sc_pipeline(addr, rng):
     n = rng.randint(2, 100)
-    c = Client(addr)
+    c = connect(addr)
     try:
-        c.sock.sendall(b"".join(req(f"/p/{i}") for i in range(n)))
+        c.send(b"".join(req(f"/p/{i}") for i in range(n)))
         for i in range(n):
-            st, _, body = c.response()
+            st, _, body = response(c)
             expect(st == 200 and body == b"hello /p/%d" % i, f"pipeline #{i}: {body!r}")
     finally:
-        c.close()
+        close(c)
     return n
 
 
 def sc_keepalive(addr, rng):
     n = rng.randint(10, 200)
-    c = Client(addr)
+    c = connect(addr)
     try:
         for i in range(n):
-            c.sock.sendall(req(f"/k/{i}"))
-            st, _, body = c.response()
+            c.send(req(f"/k/{i}"))
+            st, _, body = response(c)
             expect(st == 200 and body == b"hello /k/%d" % i, f"keep-alive #{i}: {body!r}")
     finally:
-        c.close()
+        close(c)
     return n
 
 
 def sc_disconnect(addr, rng):
     """Misbehave: go away mid-response, mid-upload, mid-head, or right after a request."""
     kind = rng.choice(["mid-response", "mid-upload", "mid-head", "after-request", "chunked-mid"])
-    c = Client(addr)
+    c = connect(addr)
     try:
         if kind == "mid-response":
-            c.sock.sendall(req("/big/8000000"))
+            c.send(req("/big/8000000"))
             want = rng.randint(0, 2_000_000)
             got = 0
             while got < want:
@@ -253,17 +203,17 @@ def sc_disconnect(addr, rng):
                     break
                 got += len(d)
         elif kind == "mid-upload":
-            c.sock.sendall(req("/upload", headers=[("Content-Length", "1000000")], method="POST")
+            c.send(req("/upload", headers=[("Content-Length", "1000000")], method="POST")
                            + rng.randbytes(rng.randint(0, 500_000)))
         elif kind == "mid-head":
-            c.sock.sendall(b"GET /x HTTP/1.1\r\nHost: soak\r\nX-A: ")
+            c.send(b"GET /x HTTP/1.1\r\nHost: soak\r\nX-A: ")
         elif kind == "after-request":
-            c.sock.sendall(req("/chunked/200/65536"))
+            c.send(req("/chunked/200/65536"))
         else:
-            c.sock.sendall(req("/upload", headers=[("Transfer-Encoding", "chunked")], method="POST")
+            c.send(req("/upload", headers=[("Transfer-Encoding", "chunked")], method="POST")
                            + b"10\r\n0123456789abcdef\r\n")
     finally:
-        c.close(rst=rng.random() < 0.5)
+        close(c, rst=rng.random() < 0.5)
     return 0
 
 
@@ -331,9 +281,7 @@ def main(argv=None):
     tmp = tempfile.mkdtemp(prefix="maitre-soak-")
     with open(os.path.join(tmp, "soak_app.py"), "w") as f:
         f.write(APP)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     addr = ("127.0.0.1", port)
     exe = os.path.join(os.path.dirname(sys.executable), "maitre-serve")
     cmd = [exe] if os.path.exists(exe) else [sys.executable, "-m", "maitre"]
@@ -342,15 +290,10 @@ def main(argv=None):
                                      "--connection-limit=1000", "soak_app:app"],
                               cwd=tmp, stdout=log, stderr=subprocess.STDOUT)
     try:
-        deadline = time.monotonic() + 15
-        while True:
-            try:
-                socket.create_connection(addr, timeout=1).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline or server.poll() is not None:
-                    raise SystemExit("server did not start") from None
-                time.sleep(0.05)
+        try:
+            wait_for_port(*addr, timeout=15)
+        except OSError:
+            raise SystemExit("server did not start") from None
         time.sleep(0.5)
         pid = server.pid
         fds0, rss_idle = fd_count(pid), rss_kb(pid)

@@ -7,6 +7,11 @@
 //! - [`reactor`]: the event loop (accept, read, parse, write, close, limits, timeouts).
 //! - `dispatch`, `wsgi`, `server` (with the `python` feature): the worker pool, the WSGI glue and
 //!   the `maitre._core.Engine` class.
+//! - `testkit` (with the `testkit` feature): the split-input harness of the tests and fuzz targets.
+
+// The unit tests are built with the dev-dependencies too (the crate itself with `testkit`, for
+// the integration tests), which they do not use.
+#![cfg_attr(test, allow(unused_crate_dependencies))]
 
 pub mod buffers;
 pub mod channel;
@@ -22,6 +27,9 @@ pub mod dispatch;
 pub mod server;
 #[cfg(feature = "python")]
 pub mod wsgi;
+
+#[cfg(feature = "testkit")]
+pub mod testkit;
 
 #[cfg(feature = "python")]
 mod module {

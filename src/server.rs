@@ -150,7 +150,6 @@ impl Engine {
             expose_tracebacks: get(config, "expose_tracebacks")?,
             proxy: proxy_config(config)?,
             url_scheme_str: get(config, "url_scheme")?,
-            server_port_strs: listeners.iter().map(|(_, _, port, _)| port.clone()).collect(),
             outbuf_high_watermark: size(config, "outbuf_high_watermark")?,
             url_prefix: url_prefix.chars().map(|c| c as u32 as u8).collect(),
             script_name: PyString::new(py, &url_prefix).unbind(),

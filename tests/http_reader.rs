@@ -1,10 +1,14 @@
 //! Integration tests of the sans-IO request reader against Waitress's parsing rules.
 
+// Cargo passes every dependency of the library to each test crate too; this one uses only the
+// library (with its `testkit` feature, through the crate's dev-dependency on itself).
+#![allow(unused_crate_dependencies)]
+
 use std::borrow::Cow;
-use std::io::Read;
 use std::time::{Duration, Instant};
 
-use maitre::http::{Body, Event, HttpError, Limits, Request, RequestReader, Version};
+use maitre::http::{Body, Event, HttpError, Limits, RequestReader, Version};
+use maitre::testkit::{body_bytes, feed_buffered, run_split, split_class, summarize, Out};
 
 fn limits() -> Limits {
     Limits::default()
@@ -18,125 +22,12 @@ fn small(max_header: usize, max_body: u64) -> Limits {
     }
 }
 
-/// A comparable summary of one event.
-#[derive(Debug, PartialEq, Eq, Clone)]
-enum Out {
-    Req {
-        method: String,
-        version: Version,
-        uri: Vec<u8>,
-        path: Vec<u8>,
-        query: Vec<u8>,
-        headers: Vec<(String, Vec<u8>)>,
-        body: Vec<u8>,
-        close: bool,
-        keep_alive: bool,
-        expect: bool,
-        force_close: bool,
-    },
-    Continue,
-    Err(u16, String, Version),
-}
-
-fn body_bytes(body: Body) -> Vec<u8> {
-    match body {
-        Body::Empty => Vec::new(),
-        Body::Memory(v) => v,
-        Body::File { mut file, len } => {
-            let mut v = Vec::new();
-            file.read_to_end(&mut v).unwrap();
-            assert_eq!(v.len() as u64, len);
-            v
-        }
-    }
-}
-
-fn summarize(req: Request) -> Out {
-    let h = req.head;
-    Out::Req {
-        method: h.method.into_owned(),
-        version: h.version,
-        uri: h.request_uri,
-        path: h.path,
-        query: h.query,
-        headers: h.headers.into_iter().map(|x| (x.key.into_owned(), x.value)).collect(),
-        body: body_bytes(req.body),
-        close: h.connection_close,
-        keep_alive: h.connection_keep_alive,
-        expect: h.expect_continue,
-        force_close: h.force_close,
-    }
-}
-
-/// Feeds the unconsumed bytes in `buf` until the reader needs more, recording each event in
-/// `out` and removing what was consumed. Returns the error that ended the input, if one did.
-fn feed_buffered(r: &mut RequestReader, buf: &mut Vec<u8>, out: &mut Vec<Out>) -> Option<HttpError> {
-    loop {
-        let (used, ev) = r.feed(buf);
-        assert!(used <= buf.len());
-        buf.drain(..used);
-        match ev {
-            Event::NeedMore => return None,
-            Event::ExpectContinue => out.push(Out::Continue),
-            Event::Request(req) => out.push(summarize(*req)),
-            Event::Error(e) => {
-                out.push(Out::Err(e.code, e.detail.clone(), e.version));
-                return Some(e);
-            }
-        }
-    }
-}
-
-/// Feeds `data` in pieces of the given sizes (the rest at the end) the way an event loop does:
-/// a buffer of unconsumed bytes, `feed` called until it needs more. Returns the events and the
-/// number of bytes left unconsumed.
-fn run_split(l: Limits, data: &[u8], pieces: &[usize]) -> (Vec<Out>, usize) {
-    let mut r = RequestReader::new(l);
-    let mut out = Vec::new();
-    let mut buf: Vec<u8> = Vec::new();
-    let mut fed = 0;
-    let mut sizes = pieces.iter().copied();
-    loop {
-        let n = sizes.next().unwrap_or(data.len() - fed).min(data.len() - fed);
-        buf.extend_from_slice(&data[fed..fed + n]);
-        fed += n;
-        if let Some(e) = feed_buffered(&mut r, &mut buf, &mut out) {
-            // The reader never recovers.
-            let (again_used, again) = r.feed(&buf);
-            assert_eq!(again_used, 0);
-            assert!(matches!(again, Event::Error(ref e2) if *e2 == e));
-            assert!(r.is_failed());
-            return (out, 0);
-        }
-        if fed >= data.len() {
-            return (out, buf.len());
-        }
-    }
-}
-
-/// Outcomes compared across splits. The one split-dependent case is Waitress's: a chunked body
-/// with a framing error counts every byte received so far against `max_request_body_size`, so
-/// the same malformed oversized body ends as 413 when it arrived in one piece and as the 400
-/// framing error when the bad line came first. Both are an error and a close; they compare equal
-/// here, and nothing else does.
-fn split_class(outs: Vec<Out>) -> Vec<Out> {
-    outs.into_iter()
-        .map(|o| match o {
-            Out::Err(413, _, v) => Out::Err(0, "body rejected".into(), v),
-            Out::Err(400, d, v) if d.starts_with("Invalid chunk") || d == "Chunk not properly terminated" => {
-                Out::Err(0, "body rejected".into(), v)
-            }
-            other => other,
-        })
-        .collect()
-}
-
 fn run(data: &[u8]) -> Vec<Out> {
-    run_split(limits(), data, &[]).0
+    run_split(&limits(), data, &[]).outs
 }
 
 fn run_with(l: Limits, data: &[u8]) -> Vec<Out> {
-    run_split(l, data, &[]).0
+    run_split(&l, data, &[]).outs
 }
 
 fn only_request(data: &[u8]) -> Out {
@@ -833,8 +724,9 @@ fn large_body_in_pieces() {
     let body: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
     let mut data = format!("PUT /up HTTP/1.1\r\nContent-Length: {}\r\n\r\n", body.len()).into_bytes();
     data.extend_from_slice(&body);
-    let (o, left) = run_split(limits(), &data, &[10, 50, 4096, 65536, 65536, 1, 1, 100_000]);
-    assert_eq!(left, 0);
+    let run = run_split(&limits(), &data, &[10, 50, 4096, 65536, 65536, 1, 1, 100_000]);
+    assert_eq!(run.left, 0);
+    let o = run.outs;
     assert_eq!(body_of(&o[0]), body);
     assert_eq!(header(&o[0], "CONTENT_LENGTH"), Some(b"300000".to_vec()));
 }
@@ -924,16 +816,16 @@ fn split_corpus() -> Vec<(Limits, Vec<u8>)> {
 #[test]
 fn every_split_gives_the_same_outcome() {
     for (l, input) in split_corpus() {
-        let whole = split_class(run_split(l.clone(), &input, &[]).0);
-        let bytewise = split_class(run_split(l.clone(), &input, &vec![1; input.len()]).0);
+        let whole = split_class(run_split(&l, &input, &[]).outs);
+        let bytewise = split_class(run_split(&l, &input, &vec![1; input.len()]).outs);
         assert_eq!(bytewise, whole, "byte by byte: {:?}", String::from_utf8_lossy(&input));
         for cut in 0..=input.len() {
-            let two = split_class(run_split(l.clone(), &input, &[cut]).0);
+            let two = split_class(run_split(&l, &input, &[cut]).outs);
             assert_eq!(two, whole, "cut at {cut}: {:?}", String::from_utf8_lossy(&input));
         }
         for (a, b) in [(2usize, 3usize), (5, 7), (13, 1)] {
             let pieces: Vec<usize> = (0..input.len()).map(|i| if i % 2 == 0 { a } else { b }).collect();
-            let many = split_class(run_split(l.clone(), &input, &pieces).0);
+            let many = split_class(run_split(&l, &input, &pieces).outs);
             assert_eq!(many, whole, "pieces {a}/{b}: {:?}", String::from_utf8_lossy(&input));
         }
     }
@@ -974,11 +866,11 @@ fn mutated_inputs_never_panic_and_split_consistently() {
                 _ => {}
             }
         }
-        let whole = split_class(run_split(l.clone(), &s, &[]).0);
-        let bytewise = split_class(run_split(l.clone(), &s, &vec![1; s.len()]).0);
+        let whole = split_class(run_split(l, &s, &[]).outs);
+        let bytewise = split_class(run_split(l, &s, &vec![1; s.len()]).outs);
         assert_eq!(bytewise, whole, "{:?}", String::from_utf8_lossy(&s));
         let cut = rng.below(s.len() + 1);
-        let two = split_class(run_split(l.clone(), &s, &[cut]).0);
+        let two = split_class(run_split(l, &s, &[cut]).outs);
         assert_eq!(two, whole, "cut {cut}: {:?}", String::from_utf8_lossy(&s));
     }
 }
@@ -1010,10 +902,10 @@ fn malformed_chunked_body_over_the_limit_is_413_when_received_at_once() {
     for _ in 0..(1050 / repeat.len() + 1) {
         data.extend_from_slice(repeat);
     }
-    let (outs, _) = run_split(l.clone(), &data, &[]);
+    let outs = run_split(&l, &data, &[]).outs;
     assert!(matches!(outs.as_slice(), [Out::Err(413, d, Version::Http11)] if d == "exceeds max_body of 1000"));
     // The same bad line alone (well under the limit) is the framing error.
-    let (outs, _) = run_split(l, b"GET / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n20;\r\n", &[]);
+    let outs = run_split(&l, b"GET / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n20;\r\n", &[]).outs;
     assert!(matches!(outs.as_slice(), [Out::Err(400, d, Version::Http11)] if d == "Invalid chunk extension"));
 }
 
@@ -1022,7 +914,7 @@ fn malformed_chunked_body_over_the_limit_is_413_when_received_at_once() {
 /// takes bytes straight from the socket into the body; otherwise the socket's bytes are buffered
 /// and fed. Returns the events and how many reads went straight into a body.
 fn run_direct(l: Limits, data: &[u8], pieces: &[usize]) -> (Vec<Out>, usize) {
-    let mut r = RequestReader::new(l);
+    let mut r = RequestReader::new(l.clone());
     let mut out = Vec::new();
     let mut buf: Vec<u8> = Vec::new();
     let mut arrived = 0;
@@ -1047,7 +939,7 @@ fn run_direct(l: Limits, data: &[u8], pieces: &[usize]) -> (Vec<Out>, usize) {
                 taken += n;
                 direct += 1;
                 match done {
-                    Some(Event::Request(req)) => out.push(summarize(*req)),
+                    Some(Event::Request(req)) => out.push(summarize(*req, &l)),
                     Some(other) => panic!("unexpected {other:?}"),
                     None => {}
                 }

@@ -6,7 +6,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use maitre::http::Limits;
-use maitre_fuzz::{check_splits, small_limits, Out};
+use maitre::testkit::{check_splits, small_limits, Out};
 
 const HEAD: &[u8] = b"POST /c HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n";
 const NEXT: &[u8] = b"GET /next HTTP/1.1\r\n\r\n";

@@ -4,7 +4,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use maitre::http::Limits;
-use maitre_fuzz::{check_splits, run_split, Out};
+use maitre::testkit::{check_splits, run_split, Out};
 
 fuzz_target!(|data: &[u8]| {
     let limits = Limits::default();

@@ -4,7 +4,7 @@ use std::fs::File;
 use std::io::{self, Seek, SeekFrom, Write};
 use std::sync::Mutex;
 
-use super::request::is_tchar;
+use super::chars::{is_qdtext, is_quoted_pair_char, is_tchar};
 
 /// A complete, buffered request body.
 #[derive(Debug)]
@@ -14,7 +14,12 @@ pub enum Body {
     /// The body in memory (at most `inbuf_overflow` bytes).
     Memory(Vec<u8>),
     /// The body in an anonymous temporary file, `len` bytes from offset 0.
-    File { file: std::fs::File, len: u64 },
+    File {
+        /// The file, positioned at offset 0.
+        file: std::fs::File,
+        /// The body's length in bytes.
+        len: u64,
+    },
 }
 
 impl Body {
@@ -198,8 +203,8 @@ impl Ext {
             Token if is_tchar(b) => Token,
             Quoted if b == b'"' => QuoteEnd,
             Quoted if b == b'\\' => Escape,
-            Quoted if matches!(b, b'\t' | b' ' | 0x21 | 0x23..=0x5b | 0x5d..=0x7e | 0x80..=0xff) => Quoted,
-            Escape if matches!(b, b'\t' | b' ' | 0x21..=0x7e | 0x80..=0xff) => Quoted,
+            Quoted if is_qdtext(b) => Quoted,
+            Escape if is_quoted_pair_char(b) => Quoted,
             _ => Bad,
         }
     }

@@ -8,8 +8,11 @@ use super::Version;
 /// status line is written with.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct HttpError {
+    /// The status code (400, 413, 431, 500 or 501 from the reader).
     pub code: u16,
+    /// Waitress's detail text: the middle paragraph of the error body.
     pub detail: String,
+    /// The version of the status line (HTTP/1.0 until the request line has been read).
     pub version: Version,
 }
 

@@ -2,11 +2,25 @@
 //!
 //! Nothing in this module touches a socket or Python. The event loop feeds bytes to a
 //! [`reader::RequestReader`] and gets back complete requests or an error to answer with.
+//!
+//! Layout (each module uses only those above it, and `error`/this file's types):
+//! - `chars`: the byte classes of the HTTP grammar (`tchar`, field-value bytes, quoted-string);
+//! - `pystr`: Python's `bytes`/`str` semantics that Waitress's parsing rests on;
+//! - `names`: the tables of common methods and header names (shared with the WSGI environ);
+//! - [`uri`]: the request-target split into path and query;
+//! - [`body`]: body buffering (memory, then a temporary file) and the chunked decoder;
+//! - [`request`]: the parsed head and the head parser;
+//! - [`reader`]: the streaming reader (head, then body, with the limits);
+//! - [`proxy`]: trusted `Forwarded`/`X-Forwarded-*` headers;
+//! - [`error`], [`response`], [`date`]: error responses, response heads, the `Date` value.
 
 pub mod body;
+mod chars;
 pub mod date;
 pub mod error;
+pub(crate) mod names;
 pub mod proxy;
+mod pystr;
 pub mod reader;
 pub mod request;
 pub mod response;
@@ -22,7 +36,9 @@ pub use request::{Header, Headers, Request, RequestHead};
 /// exactly `HTTP/1.1` (including a missing one and `HTTP/8.4`) as HTTP/1.0.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Version {
+    /// `HTTP/1.0`.
     Http10,
+    /// `HTTP/1.1`.
     Http11,
 }
 

@@ -5,7 +5,8 @@ use std::io;
 
 use super::body::{BodySink, ChunkedDecoder, Step};
 use super::error::{push_decimal, INTERNAL_ERROR_DETAIL};
-use super::request::{is_py_space, parse_head, Framing, Header, RequestHead};
+use super::pystr::bytes_isspace;
+use super::request::{parse_head, Framing, Header, RequestHead};
 use super::{HttpError, Limits, Request, Version};
 
 /// What [`RequestReader::feed`] found.
@@ -27,7 +28,8 @@ pub enum Event {
 struct HeadScan {
     /// Bytes already searched.
     pos: usize,
-    /// The first byte that is not Python whitespace (where the request line starts).
+    /// The first byte that is not whitespace to Python's `bytes.isspace()` (where the request
+    /// line starts).
     content_start: Option<usize>,
 }
 
@@ -46,7 +48,7 @@ impl HeadScan {
         while i < limit {
             let Some(cs) = self.content_start else {
                 let b = s[i];
-                if !is_py_space(b) {
+                if !bytes_isspace(b) {
                     self.content_start = Some(i);
                 } else if b == b'\n' && i >= 3 && s[i - 3..i] == *b"\r\n\r" {
                     self.pos = i + 1;
@@ -122,6 +124,7 @@ impl std::fmt::Debug for RequestReader {
 }
 
 impl RequestReader {
+    /// A reader at the start of a connection, enforcing `limits`.
     pub fn new(limits: Limits) -> Self {
         RequestReader {
             limits,
@@ -274,7 +277,7 @@ impl RequestReader {
     }
 
     /// Reads body bytes straight into the body's buffer, when that is possible: a
-    /// Content-Length body held in memory with at least [`DIRECT_BODY_MIN`] bytes still to come.
+    /// Content-Length body held in memory with at least 16 KiB (`DIRECT_BODY_MIN`) still to come.
     /// The caller must have no unconsumed input buffered (it would precede these bytes).
     /// `read(buf, max)` appends at most `max` bytes to `buf` and returns how many (0 at EOF).
     ///

@@ -7,7 +7,9 @@ use std::collections::HashMap;
 use smallvec::SmallVec;
 
 use super::body::Body;
-use super::uri;
+use super::chars::{is_field_value, is_ows, is_tchar};
+use super::pystr::{bytes_rstrip, latin1_decode};
+use super::{names, uri};
 use super::{HttpError, Version};
 
 /// One request header as the WSGI environ names it.
@@ -27,8 +29,8 @@ pub type Headers = SmallVec<[Header; 8]>;
 /// Everything the WSGI layer needs from the request line and headers.
 #[derive(Debug)]
 pub struct RequestHead {
-    /// The method as sent (an upper-case token).
-    /// The method (shared for the common ones).
+    /// The method as sent (an upper-case token), a shared `&'static str` for the common ones
+    /// (the table in `http::names`).
     pub method: Cow<'static, str>,
     /// The version the response is written with.
     pub version: Version,
@@ -64,7 +66,9 @@ impl RequestHead {
 /// A complete request: head and the whole body.
 #[derive(Debug)]
 pub struct Request {
+    /// The request line and headers.
     pub head: RequestHead,
+    /// The body, de-chunked.
     pub body: Body,
 }
 
@@ -77,49 +81,6 @@ pub(crate) enum Framing {
     Length(u64),
     /// `Transfer-Encoding: chunked` (HTTP/1.1 only).
     Chunked,
-}
-
-/// Python's `bytes.isspace()` set, used by Waitress's `lstrip()`/`rstrip()`.
-pub(crate) fn is_py_space(b: u8) -> bool {
-    matches!(b, b' ' | b'\t' | b'\n' | b'\r' | 0x0b | 0x0c)
-}
-
-/// `tchar` for every byte value (built at compile time: one lookup per byte when parsing).
-const TCHAR: [bool; 256] = {
-    let mut table = [false; 256];
-    let mut i = 0;
-    while i < 256 {
-        let b = i as u8;
-        table[i] = b.is_ascii_alphanumeric()
-            || matches!(
-                b,
-                b'!' | b'#' | b'$' | b'%' | b'&' | b'\'' | b'*' | b'+' | b'-' | b'.' | b'^' | b'_' | b'`' | b'|' | b'~'
-            );
-        i += 1;
-    }
-    table
-};
-
-/// The bytes allowed in a field value (VCHAR, obs-text, SP and HTAB), for every byte value.
-const FIELD_VALUE: [bool; 256] = {
-    let mut table = [false; 256];
-    let mut i = 0;
-    while i < 256 {
-        let b = i as u8;
-        table[i] = b == b' ' || b == b'\t' || (b >= 0x21 && b != 0x7f);
-        i += 1;
-    }
-    table
-};
-
-/// RFC 7230 `tchar`.
-pub(crate) fn is_tchar(b: u8) -> bool {
-    TCHAR[b as usize]
-}
-
-/// Bytes as latin-1 text (how Waitress renders raw lines in its error details).
-pub(crate) fn latin1(bytes: &[u8]) -> String {
-    bytes.iter().map(|&b| b as char).collect()
 }
 
 fn find_crlf(s: &[u8], from: usize) -> Option<usize> {
@@ -183,72 +144,11 @@ fn match_field(line: &[u8]) -> Option<(&[u8], &[u8])> {
         return None;
     }
     let rest = &line[n + 1..];
-    if rest.iter().all(|&b| FIELD_VALUE[b as usize]) {
+    if rest.iter().all(|&b| is_field_value(b)) {
         Some((&line[..n], trim_ows(rest)))
     } else {
         None
     }
-}
-
-/// The environ key of a header whose name upper-cased with `-`→`_` is `norm`, when it is one of
-/// the common ones.
-fn static_key(norm: &[u8]) -> Option<&'static str> {
-    Some(match norm {
-        b"HOST" => "HTTP_HOST",
-        b"USER_AGENT" => "HTTP_USER_AGENT",
-        b"ACCEPT" => "HTTP_ACCEPT",
-        b"ACCEPT_ENCODING" => "HTTP_ACCEPT_ENCODING",
-        b"ACCEPT_LANGUAGE" => "HTTP_ACCEPT_LANGUAGE",
-        b"ACCEPT_CHARSET" => "HTTP_ACCEPT_CHARSET",
-        b"CONNECTION" => "HTTP_CONNECTION",
-        b"KEEP_ALIVE" => "HTTP_KEEP_ALIVE",
-        b"CONTENT_TYPE" => "CONTENT_TYPE",
-        b"CONTENT_LENGTH" => "CONTENT_LENGTH",
-        b"CONTENT_ENCODING" => "HTTP_CONTENT_ENCODING",
-        b"TRANSFER_ENCODING" => "HTTP_TRANSFER_ENCODING",
-        b"TE" => "HTTP_TE",
-        b"EXPECT" => "HTTP_EXPECT",
-        b"COOKIE" => "HTTP_COOKIE",
-        b"REFERER" => "HTTP_REFERER",
-        b"CACHE_CONTROL" => "HTTP_CACHE_CONTROL",
-        b"PRAGMA" => "HTTP_PRAGMA",
-        b"UPGRADE" => "HTTP_UPGRADE",
-        b"UPGRADE_INSECURE_REQUESTS" => "HTTP_UPGRADE_INSECURE_REQUESTS",
-        b"ORIGIN" => "HTTP_ORIGIN",
-        b"AUTHORIZATION" => "HTTP_AUTHORIZATION",
-        b"PROXY_AUTHORIZATION" => "HTTP_PROXY_AUTHORIZATION",
-        b"FORWARDED" => "HTTP_FORWARDED",
-        b"X_FORWARDED_FOR" => "HTTP_X_FORWARDED_FOR",
-        b"X_FORWARDED_HOST" => "HTTP_X_FORWARDED_HOST",
-        b"X_FORWARDED_PROTO" => "HTTP_X_FORWARDED_PROTO",
-        b"X_FORWARDED_PORT" => "HTTP_X_FORWARDED_PORT",
-        b"X_FORWARDED_BY" => "HTTP_X_FORWARDED_BY",
-        b"X_REAL_IP" => "HTTP_X_REAL_IP",
-        b"X_REQUESTED_WITH" => "HTTP_X_REQUESTED_WITH",
-        b"X_REQUEST_ID" => "HTTP_X_REQUEST_ID",
-        b"X_CSRFTOKEN" => "HTTP_X_CSRFTOKEN",
-        b"X_CSRF_TOKEN" => "HTTP_X_CSRF_TOKEN",
-        b"IF_MODIFIED_SINCE" => "HTTP_IF_MODIFIED_SINCE",
-        b"IF_NONE_MATCH" => "HTTP_IF_NONE_MATCH",
-        b"IF_MATCH" => "HTTP_IF_MATCH",
-        b"IF_UNMODIFIED_SINCE" => "HTTP_IF_UNMODIFIED_SINCE",
-        b"IF_RANGE" => "HTTP_IF_RANGE",
-        b"RANGE" => "HTTP_RANGE",
-        b"DNT" => "HTTP_DNT",
-        b"VIA" => "HTTP_VIA",
-        b"DATE" => "HTTP_DATE",
-        b"SEC_FETCH_DEST" => "HTTP_SEC_FETCH_DEST",
-        b"SEC_FETCH_MODE" => "HTTP_SEC_FETCH_MODE",
-        b"SEC_FETCH_SITE" => "HTTP_SEC_FETCH_SITE",
-        b"SEC_FETCH_USER" => "HTTP_SEC_FETCH_USER",
-        b"SEC_CH_UA" => "HTTP_SEC_CH_UA",
-        b"SEC_CH_UA_MOBILE" => "HTTP_SEC_CH_UA_MOBILE",
-        b"SEC_CH_UA_PLATFORM" => "HTTP_SEC_CH_UA_PLATFORM",
-        b"SEC_WEBSOCKET_KEY" => "HTTP_SEC_WEBSOCKET_KEY",
-        b"SEC_WEBSOCKET_VERSION" => "HTTP_SEC_WEBSOCKET_VERSION",
-        b"PRIORITY" => "HTTP_PRIORITY",
-        _ => return None,
-    })
 }
 
 /// The environ key for a header name (a token without `_`).
@@ -259,7 +159,7 @@ fn env_key(name: &[u8]) -> Cow<'static, str> {
         for (d, &s) in buf.iter_mut().zip(name) {
             *d = norm(s);
         }
-        if let Some(k) = static_key(&buf[..name.len()]) {
+        if let Some(k) = names::header_key(&buf[..name.len()]) {
             return Cow::Borrowed(k);
         }
     }
@@ -341,12 +241,12 @@ fn check_lines(fields: &[u8]) -> Result<(), HttpError> {
             continue;
         }
         if line.iter().any(|&b| b == b'\r' || b == b'\n') {
-            let detail = format!("Bare CR or LF found in header line \"{}\"", latin1(line));
+            let detail = format!("Bare CR or LF found in header line \"{}\"", latin1_decode(line));
             return Err(HttpError::bad_request(detail, v10));
         }
-        if line[0] == b' ' || line[0] == b'\t' {
+        if is_ows(line[0]) {
             if !have_line {
-                let detail = format!("Malformed header line \"{}\"", latin1(line));
+                let detail = format!("Malformed header line \"{}\"", latin1_decode(line));
                 return Err(HttpError::bad_request(detail, v10));
             }
         } else {
@@ -363,13 +263,7 @@ fn check_lines(fields: &[u8]) -> Result<(), HttpError> {
 pub(crate) fn parse_head(block: &[u8], max_body: u64) -> Result<(RequestHead, Framing), HttpError> {
     let v10 = Version::Http10;
     let idx = find_crlf(block, 0).ok_or_else(|| HttpError::bad_request("HTTP message header invalid", v10))?;
-    let mut first_line = &block[..idx];
-    while let [rest @ .., last] = first_line {
-        if !is_py_space(*last) {
-            break;
-        }
-        first_line = rest;
-    }
+    let first_line = bytes_rstrip(&block[..idx]);
     if first_line.iter().any(|&b| b == b'\r' || b == b'\n') {
         return Err(HttpError::bad_request("Bare CR or LF found in HTTP message", v10));
     }
@@ -390,7 +284,7 @@ pub(crate) fn parse_head(block: &[u8], max_body: u64) -> Result<(RequestHead, Fr
         if line.is_empty() {
             continue;
         }
-        if line[0] == b' ' || line[0] == b'\t' {
+        if is_ows(line[0]) {
             if let Some(cur) = &mut current {
                 cur.to_mut().extend_from_slice(line);
             }
@@ -476,15 +370,9 @@ pub(crate) fn parse_head(block: &[u8], max_body: u64) -> Result<(RequestHead, Fr
     };
 
     let head = RequestHead {
-        method: match method {
-            b"GET" => Cow::Borrowed("GET"),
-            b"POST" => Cow::Borrowed("POST"),
-            b"HEAD" => Cow::Borrowed("HEAD"),
-            b"PUT" => Cow::Borrowed("PUT"),
-            b"DELETE" => Cow::Borrowed("DELETE"),
-            b"PATCH" => Cow::Borrowed("PATCH"),
-            b"OPTIONS" => Cow::Borrowed("OPTIONS"),
-            _ => Cow::Owned(latin1(method)),
+        method: match names::method(method) {
+            Some(shared) => Cow::Borrowed(shared),
+            None => Cow::Owned(latin1_decode(method)),
         },
         version,
         request_uri: target.to_vec(),
@@ -509,7 +397,7 @@ fn add_field(set: &mut HeaderSet, line: &[u8]) -> Result<(), HttpError> {
     match set.find(&key) {
         Some(i) => {
             if matches!(&*key, "HTTP_HOST" | "CONTENT_LENGTH" | "CONTENT_TYPE") {
-                let detail = format!("Duplicate header: {}", latin1(name));
+                let detail = format!("Duplicate header: {}", latin1_decode(name));
                 return Err(HttpError::bad_request(detail, Version::Http10));
             }
             let existing = &mut set.headers[i].value;
@@ -546,7 +434,7 @@ fn crack_request_line(line: &[u8]) -> Result<RequestLine<'_>, HttpError> {
         _ => return Err(invalid()),
     };
     if method.iter().any(u8::is_ascii_lowercase) {
-        let detail = format!("Malformed HTTP method \"{}\"", latin1(method));
+        let detail = format!("Malformed HTTP method \"{}\"", latin1_decode(method));
         return Err(HttpError::bad_request(detail, Version::Http10));
     }
     Ok((method, target, version))
@@ -584,23 +472,13 @@ mod tests {
         for case in cases {
             let checked = check_lines(case).is_ok();
             if plain_lines(case) {
-                assert!(checked, "{:?}", latin1(case));
+                assert!(checked, "{:?}", latin1_decode(case));
             }
         }
         // The fast check does not give up on ordinary heads.
         assert!(plain_lines(b"Host: a\r\nX: b\r\n folded\r\n\r\n"));
         assert!(!plain_lines(b"Host: a\nX: b\r\n\r\n"));
         assert!(!plain_lines(b" X: b\r\n\r\n"));
-    }
-
-    #[test]
-    fn tchar_table() {
-        for b in 0..=255u8 {
-            let want = b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
-            assert_eq!(is_tchar(b), want, "{b}");
-            let value = b == b' ' || b == b'\t' || (0x21..=0x7e).contains(&b) || b >= 0x80;
-            assert_eq!(FIELD_VALUE[b as usize], value, "{b}");
-        }
     }
 
     #[test]

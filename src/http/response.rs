@@ -6,11 +6,13 @@ use std::borrow::Cow;
 use smallvec::SmallVec;
 
 use super::error::decimal;
+use super::pystr::latin1_encode_into;
 use super::Version;
 
 /// What a response head is made from.
 #[derive(Debug, Clone)]
 pub struct HeadSpec<'a> {
+    /// The request's version, which the response is written with.
     pub version: Version,
     /// The status line after the version, e.g. `200 OK` (as the app gave it).
     pub status: &'a str,
@@ -35,6 +37,7 @@ pub struct HeadSpec<'a> {
 /// A serialised head and what it decided.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Head {
+    /// The head: status line, fields and the blank line.
     pub bytes: Vec<u8>,
     /// The body goes out with chunked framing.
     pub chunked: bool,
@@ -210,7 +213,7 @@ fn write_head(
 ) -> Result<(), NotLatin1> {
     let put = |bytes: &mut Vec<u8>, text: &str| {
         if encode {
-            push_latin1(bytes, text)
+            latin1_encode_into(bytes, text).map_err(NotLatin1)
         } else {
             bytes.extend_from_slice(text.as_bytes());
             Ok(())
@@ -227,17 +230,6 @@ fn write_head(
         bytes.extend_from_slice(b"\r\n");
     }
     bytes.extend_from_slice(b"\r\n");
-    Ok(())
-}
-
-fn push_latin1(out: &mut Vec<u8>, s: &str) -> Result<(), NotLatin1> {
-    for c in s.chars() {
-        let code = c as u32;
-        if code > 0xFF {
-            return Err(NotLatin1(c));
-        }
-        out.push(code as u8);
-    }
     Ok(())
 }
 

@@ -151,48 +151,26 @@ pub fn build<'py>(
 /// The environ key of a header: a shared string for the common ones, a new one otherwise.
 fn header_key<'py>(py: Python<'py>, key: &str) -> Bound<'py, PyString> {
     macro_rules! shared {
-        ($($k:literal),*) => {
+        ($(($name:literal, $k:literal),)*) => {
             match key {
                 $($k => pyo3::intern!(py, $k).clone(),)*
                 _ => PyString::new(py, key),
             }
         };
     }
-    shared!(
-        "HTTP_HOST",
-        "HTTP_USER_AGENT",
-        "HTTP_ACCEPT",
-        "HTTP_ACCEPT_ENCODING",
-        "HTTP_ACCEPT_LANGUAGE",
-        "HTTP_CONNECTION",
-        "HTTP_COOKIE",
-        "HTTP_REFERER",
-        "HTTP_CACHE_CONTROL",
-        "HTTP_AUTHORIZATION",
-        "HTTP_ORIGIN",
-        "HTTP_X_FORWARDED_FOR",
-        "HTTP_X_FORWARDED_PROTO",
-        "HTTP_X_REQUESTED_WITH",
-        "HTTP_IF_NONE_MATCH",
-        "HTTP_IF_MODIFIED_SINCE",
-        "HTTP_UPGRADE_INSECURE_REQUESTS",
-        "HTTP_SEC_FETCH_MODE",
-        "HTTP_SEC_FETCH_SITE",
-        "HTTP_SEC_FETCH_DEST",
-        "CONTENT_TYPE",
-        "CONTENT_LENGTH"
-    )
+    crate::http::names::common_headers!(shared)
 }
 
 fn method<'py>(py: Python<'py>, m: &str) -> Bound<'py, PyString> {
-    match m {
-        "GET" => pyo3::intern!(py, "GET").clone(),
-        "POST" => pyo3::intern!(py, "POST").clone(),
-        "HEAD" => pyo3::intern!(py, "HEAD").clone(),
-        "PUT" => pyo3::intern!(py, "PUT").clone(),
-        "DELETE" => pyo3::intern!(py, "DELETE").clone(),
-        _ => PyString::new(py, m),
+    macro_rules! shared {
+        ($(($bytes:literal, $m:literal),)*) => {
+            match m {
+                $($m => pyo3::intern!(py, $m).clone(),)*
+                _ => PyString::new(py, m),
+            }
+        };
     }
+    crate::http::names::common_methods!(shared)
 }
 
 /// A new dict with the items of `dict` (the same size of table, so there is room for what is

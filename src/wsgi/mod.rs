@@ -56,9 +56,8 @@ pub struct Ctx {
     pub sys: Py<PyModule>,
     /// Proxy-header handling (None when nothing is trusted and nothing is cleared).
     pub proxy: Option<crate::http::proxy::ProxyConfig>,
-    /// `url_scheme` and each listener's port as Rust strings (for the proxy rules).
+    /// `url_scheme` as a Rust string (for the proxy rules).
     pub url_scheme_str: String,
-    pub server_port_strs: Vec<String>,
     /// Test builds only: a request for exactly this path panics in the engine
     /// (`MAITRE_TEST_PANIC_PATH`).
     #[cfg(feature = "test-hooks")]
@@ -146,14 +145,7 @@ fn serve(py: Python<'_>, ctx: &Arc<Ctx>, conn: &Arc<Conn>, head: &mut RequestHea
     let overrides = match &ctx.proxy {
         None => Vec::new(),
         Some(proxy) => {
-            let server_port = &ctx.server_port_strs[conn.listener];
-            match proxy.apply(
-                &mut head.headers,
-                &conn.peer.addr,
-                &conn.peer.port,
-                &ctx.url_scheme_str,
-                server_port,
-            ) {
+            match proxy.apply(&mut head.headers, &conn.peer.addr, &ctx.url_scheme_str) {
                 Ok(applied) => {
                     for w in &applied.warnings {
                         ctx.log(py, crate::log::LOG_WARNING, w);
