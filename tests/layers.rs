@@ -1,6 +1,9 @@
 //! The crate's modules use only modules of lower layers, in the order docs/architecture.md gives
 //! ("## Layers"): every `crate::` path in `src/` is checked against it.
 
+// Cargo hands every dependency of the library to each test crate; this one reads files only.
+#![allow(unused_crate_dependencies)]
+
 use std::collections::BTreeMap;
 use std::fs;
 use std::path::Path;
